@@ -1,0 +1,19 @@
+# Save container images for air-gapped networks, as hangar v1.6 `save` does:
+# image list -> one skopeo job per image -> shared OCI cache -> archive.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, "schemas/config.schema.yaml", set_default=True)
+
+
+include: "rules/common.smk"
+include: "rules/save.smk"
+include: "rules/archive.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ARCHIVE_RECORD,

@@ -1,0 +1,37 @@
+"""One run at a time per cache, with a lock the kernel releases even when the run is killed."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from hangar_save.status import STATE_DIR
+
+
+class RunLockError(RuntimeError):
+    """Another live run holds the cache."""
+
+
+def hold_run_lock(cache: str | Path) -> IO[str]:
+    """Lock ``<cache>/.hangar/run.lock`` for the life of this process (keep the handle open).
+
+    An flock dies with its process, so a run killed with SIGKILL never leaves a stale lock.
+    """
+    path = Path(cache) / STATE_DIR / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLockError(
+            f"{path}: the cache is in use by a running save ({holder}); wait for it to finish"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle

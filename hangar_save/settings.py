@@ -1,0 +1,94 @@
+"""Checks of the workflow config that a JSON schema cannot express, with errors naming the key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hangar_save.units import default_destination, parse_size
+
+Compress = Literal["gzip", "zstd", "dir"]
+
+
+class ConfigError(ValueError):
+    """A config value is unusable; the message starts with the key at fault."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    file: Path
+    source: str
+    arch: tuple[str, ...]
+    os: tuple[str, ...]
+    no_arch_os_fail: bool
+    failed: Path
+    tls_verify: bool
+    cert_dir: str
+    retry_times: int
+    retry_delay: float
+    cache: Path
+    destination: Path
+    compress: Compress
+    part_size: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> Settings:
+        """Build settings from a schema-validated config (defaults already filled in)."""
+        workdir = (workdir or Path.cwd()).absolute()
+        compress = config["compress"]
+        cache = Path(config["cache"])
+        destination = Path(default_destination(config["destination"], compress))
+        part_size = None
+        if config["part"]:
+            try:
+                part_size = parse_size(str(config["part_size"]))
+            except ValueError as error:
+                raise ConfigError(f"part_size: {error}") from None
+        if ":" in str(cache.absolute()):
+            raise ConfigError(f"cache: the path may not contain ':' (skopeo syntax): {cache}")
+        _check_apart(workdir / cache, workdir / destination)
+        _check_writable_parent("destination", workdir / destination)
+        _check_writable_parent("failed", workdir / config["failed"])
+        return cls(
+            file=Path(config["file"]),
+            source=config["source"],
+            arch=tuple(_nonempty_list("arch", config["arch"])),
+            os=tuple(_nonempty_list("os", config["os"])),
+            no_arch_os_fail=config["no_arch_os_fail"],
+            failed=Path(config["failed"]),
+            tls_verify=config["tls_verify"],
+            cert_dir=config["cert_dir"],
+            retry_times=config["retry_times"],
+            retry_delay=config["retry_delay"],
+            cache=cache,
+            destination=destination,
+            compress=compress,
+            part_size=part_size,
+        )
+
+
+def _nonempty_list(key: str, value: Any) -> list[str]:
+    items = [item.strip() for item in value.split(",")] if isinstance(value, str) else value
+    items = [item for item in items if item]
+    if not items:
+        raise ConfigError(f"{key}: give at least one value")
+    return list(dict.fromkeys(items))
+
+
+def _check_apart(cache: Path, destination: Path) -> None:
+    cache, destination = cache.resolve(), destination.resolve()
+    if destination == cache or cache in destination.parents or destination in cache.parents:
+        raise ConfigError(
+            f"destination: {destination} overlaps the cache {cache}; choose another path"
+        )
+
+
+def _check_writable_parent(key: str, path: Path) -> None:
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot write to {parent} (for {path})")

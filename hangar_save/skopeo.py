@@ -1,0 +1,175 @@
+"""Run skopeo: inspect and copy, with retries for transient errors and no leaked credentials.
+
+Errors are sorted into three kinds, because they decide what the workflow does:
+- ``ImageError``: this image cannot be saved (not found, denied, bad certificate, or still
+  failing after the retries). The image goes to the failed list and the run goes on.
+- ``InfrastructureError``: the machine is at fault (no skopeo, disk full, unwritable cache).
+  The job fails, so the run stops instead of marking every image as failed.
+- transient errors (connection reset, 429, 5xx, timeouts) are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_INFRASTRUCTURE_MARKERS = (
+    "no space left on device",
+    "disk quota exceeded",
+    "read-only file system",
+    "file too large",
+    "permission denied",
+)
+_PERMANENT_MARKERS = (
+    "manifest unknown",
+    "name unknown",
+    "not found",
+    "unauthorized",
+    "authentication required",
+    "denied",
+    "invalid username/password",
+    "x509:",
+    "certificate",
+    "invalid reference",
+    "unsupported",
+)
+
+
+class ImageError(Exception):
+    """The image cannot be saved; the message is the reason recorded for it."""
+
+
+class InfrastructureError(Exception):
+    """The local machine cannot do the work; the run must stop."""
+
+
+def classify(stderr: str) -> str:
+    """``infrastructure``, ``permanent`` or ``transient``, from skopeo's error text."""
+    text = stderr.lower()
+    if any(marker in text for marker in _INFRASTRUCTURE_MARKERS):
+        return "infrastructure"
+    if any(marker in text for marker in _PERMANENT_MARKERS):
+        return "permanent"
+    return "transient"
+
+
+def last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "skopeo failed without a message"
+    # skopeo logs as `time="…" level=fatal msg="…"`: keep the message.
+    if ' msg="' in line:
+        line = line.split(' msg="', 1)[1].rstrip('"').replace('\\"', '"')
+    return line
+
+
+@dataclass
+class Skopeo:
+    """Options shared by every skopeo call of one image job."""
+
+    tls_verify: bool = True
+    cert_dir: str = ""
+    authfile: str = ""
+    retry_times: int = 3
+    retry_delay: float = 1.0
+    log: Callable[[str], None] = print
+    executable: str = "skopeo"
+    retries_used: int = field(default=0, init=False)
+
+    def _auth_args(self, prefix: str) -> list[str]:
+        args = []
+        if not self.tls_verify:
+            args.append(f"--{prefix}tls-verify=false")
+        if self.cert_dir:
+            args += [f"--{prefix}cert-dir", self.cert_dir]
+        if self.authfile:
+            args += [f"--{prefix}authfile", self.authfile]
+        return args
+
+    def inspect_raw(self, reference: str, config: bool = False) -> bytes:
+        """The raw manifest (or with ``config`` the raw image config) of ``docker://reference``."""
+        args = ["inspect", "--raw", *(["--config"] if config else []), *self._auth_args("")]
+        return self.run([*args, f"docker://{reference}"])
+
+    def copy(self, reference: str, layout: Path, shared_blob_dir: Path) -> None:
+        """Copy one manifest into the OCI layout ``layout``, blobs into ``shared_blob_dir``."""
+        self.run(
+            [
+                "--insecure-policy",
+                "copy",
+                *self._auth_args("src-"),
+                f"docker://{reference}",
+                f"oci:{layout}",
+                "--dest-shared-blob-dir",
+                str(shared_blob_dir),
+            ]
+        )
+
+    def run(self, args: Sequence[str]) -> bytes:
+        """Run skopeo; retry transient failures with exponential backoff."""
+        command = [self.executable, *args]
+        for attempt in range(self.retry_times + 1):
+            self.log(f"running: {shlex.join(command)}")
+            try:
+                done = subprocess.run(command, capture_output=True, check=False)
+            except FileNotFoundError:
+                raise InfrastructureError(
+                    f"{self.executable!r} not found: install skopeo (apt-get install skopeo)"
+                ) from None
+            if done.returncode == 0:
+                return done.stdout
+            stderr = done.stderr.decode(errors="replace")
+            kind = classify(stderr)
+            reason = last_error_line(stderr)
+            if kind == "infrastructure":
+                raise InfrastructureError(reason)
+            if kind == "permanent" or attempt == self.retry_times:
+                raise ImageError(reason)
+            delay = min(self.retry_delay * 2**attempt, 60.0)
+            self.retries_used += 1
+            self.log(
+                f"retry {attempt + 1}/{self.retry_times} in {delay:g}s after transient error: "
+                f"{reason}"
+            )
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def registry_auth_entry(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"auth": token}
+
+
+@contextmanager
+def credentials_file(registry: str, environ: dict[str, str] | None = None) -> Iterator[str]:
+    """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set.
+
+    Credentials go to a private temporary file (mode 0600) passed with ``--authfile``: never on a
+    command line, in a log or in Snakemake params. Without them, yields REGISTRY_AUTH_FILE (or "",
+    letting skopeo use its default auth files).
+    """
+    env = os.environ if environ is None else environ
+    username, password = env.get("SOURCE_USERNAME", ""), env.get("SOURCE_PASSWORD", "")
+    if not (username and password):
+        yield env.get("REGISTRY_AUTH_FILE", "")
+        return
+    auths: dict[str, dict[str, str]] = {}
+    existing = env.get("REGISTRY_AUTH_FILE", "")
+    if existing and Path(existing).is_file():
+        auths.update(json.loads(Path(existing).read_text()).get("auths", {}))
+    auths[registry] = registry_auth_entry(username, password)
+    fd, path = tempfile.mkstemp(prefix="hangar-auth-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"auths": auths}, handle)
+        yield path
+    finally:
+        os.unlink(path)

@@ -1,0 +1,111 @@
+"""The status file each image job writes: what was saved, or why not.
+
+Status files live in ``<cache>/.hangar/status/<image id>.json`` and are written atomically, so a
+killed job never leaves one that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+State = Literal["ok", "failed", "skipped"]
+STATE_DIR = ".hangar"
+
+
+def status_dir(cache: str | Path) -> Path:
+    return Path(cache) / STATE_DIR / "status"
+
+
+def tmp_dir(cache: str | Path) -> Path:
+    return Path(cache) / STATE_DIR / "tmp"
+
+
+@dataclass(frozen=True)
+class SavedPlatform:
+    """One saved platform, in the field names of saved-images-list.json (plus its size)."""
+
+    Digest: str
+    Arch: str
+    OS: str
+    Folder: str
+    Variant: str = ""
+    OsVersion: str = ""
+    Size: int = 0
+
+
+@dataclass
+class ImageStatus:
+    reference: str
+    source: str
+    tag: str
+    state: State
+    reason: str = ""
+    saved: list[SavedPlatform] = field(default_factory=list)
+    available: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    retries: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageStatus:
+        data: dict[str, Any] = json.loads(text)
+        data["saved"] = [SavedPlatform(**item) for item in data.get("saved", [])]
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> ImageStatus:
+        return cls.from_json(Path(path).read_text())
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_complete(status: ImageStatus, cache: Path) -> bool:
+    """True when an earlier save can be trusted: it did not fail and its folders exist."""
+    if status.state == "failed":
+        return False
+    return all((cache / p.Folder / "index.json").is_file() for p in status.saved)
+
+
+def invalidate_stale(cache: str | Path, image_ids: Iterable[str]) -> list[str]:
+    """Remove status files of failed or broken saves so those images are saved again.
+
+    Returns the ids that will be retried. Unreadable status files count as broken.
+    """
+    cache = Path(cache)
+    directory = status_dir(cache)
+    retried = []
+    for image_id in image_ids:
+        path = directory / f"{image_id}.json"
+        try:
+            status = ImageStatus.read(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, TypeError):
+            status = None
+        if status is None or not is_complete(status, cache):
+            path.unlink(missing_ok=True)
+            retried.append(image_id)
+    return retried

@@ -1,0 +1,65 @@
+# Parsing, ids and input functions shared by the rules (no rules here).
+# Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from hangar_save.imagelist import ImageListError, read_image_list
+from hangar_save.runlock import RunLockError, hold_run_lock
+from hangar_save.settings import ConfigError, Settings
+from hangar_save.status import invalidate_stale, status_dir
+
+try:
+    SETTINGS = Settings.from_config(config)
+    ENTRIES = read_image_list(SETTINGS.file, SETTINGS.source)
+except (ConfigError, ImageListError) as error:
+    raise WorkflowError(f"{error}") from None
+
+IMAGES = {entry.ref.image_id: entry.ref for entry in ENTRIES}
+CACHE = SETTINGS.cache
+STATUS_DIR = status_dir(CACHE)
+SAVED_LIST = CACHE / "saved-images-list.json"
+ARCHIVE_RECORD = f"{SETTINGS.destination}.sha256"
+
+# The job command without its per-image arguments. Retry and TLS options are not params:
+# changing them must not re-save what is already saved.
+SAVE_COMMAND = shlex.join(
+    [
+        "env",
+        f"PYTHONPATH={workflow.basedir}",
+        sys.executable,
+        "-m",
+        "hangar_save.save",
+        f"--cache={CACHE}",
+        f"--tls-verify={str(SETTINGS.tls_verify).lower()}",
+        f"--cert-dir={SETTINGS.cert_dir}",
+        f"--retry-times={SETTINGS.retry_times}",
+        f"--retry-delay={SETTINGS.retry_delay}",
+    ]
+)
+
+if workflow.is_main_process:
+    try:
+        RUN_LOCK = hold_run_lock(CACHE)
+    except RunLockError as error:
+        raise WorkflowError(str(error)) from None
+    # Failed images, and saves whose folders vanished, are saved again.
+    RETRIED = invalidate_stale(CACHE, IMAGES)
+    if RETRIED:
+        logger.info(
+            f"{len(RETRIED)} image(s) failed or incomplete last time: saving them again"
+        )
+
+
+wildcard_constraints:
+    image=r"[A-Za-z0-9._-]+",
+
+
+def image_reference(wildcards):
+    return str(IMAGES[wildcards.image])
+
+
+def all_statuses(wildcards):
+    return [STATUS_DIR / f"{image_id}.json" for image_id in IMAGES]
