@@ -122,6 +122,8 @@ def parse_reference(text: str, source: str = "") -> ImageRef:
 
 def _split_registry(name: str) -> tuple[str, str]:
     first, slash, rest = name.partition("/")
+    if first in (".", ".."):
+        raise ValueError(f"invalid path component {first!r} in {name!r}")
     if slash and ("." in first or ":" in first or first == "localhost"):
         _check_registry(first)
         return first, rest

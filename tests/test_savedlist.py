@@ -1,0 +1,176 @@
+"""saved-images-list.json, the failed list, statuses and settings, without a registry."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hangar_save.imagelist import parse_image_list
+from hangar_save.savedlist import gather, list_entry, write_failed_list, write_saved_list
+from hangar_save.settings import ConfigError, Settings
+from hangar_save.skopeo import classify, credentials_file, last_error_line
+from hangar_save.status import ImageStatus, SavedPlatform, invalidate_stale, write_atomic
+
+AMD64 = SavedPlatform("sha256:1", "amd64", "linux", "f1")
+ARM64 = SavedPlatform("sha256:2", "arm64", "linux", "f2", Variant="v8")
+WIN = SavedPlatform("sha256:3", "amd64", "windows", "f3", OsVersion="10.0.1")
+
+
+def status(state: str, *saved: SavedPlatform) -> ImageStatus:
+    return ImageStatus("r/x:1", "r/x", "1", state, saved=list(saved))  # type: ignore[arg-type]
+
+
+def test_list_entry_keys_order_and_omitted_empties() -> None:
+    entry = list_entry(status("ok", AMD64, ARM64, WIN))
+    assert list(entry) == ["Source", "Tag", "ArchList", "OsList", "Images"]
+    assert entry["ArchList"] == ["amd64", "arm64"]
+    assert entry["OsList"] == ["linux", "windows"]
+    assert entry["Images"][0] == {
+        "Digest": "sha256:1",
+        "Arch": "amd64",
+        "OS": "linux",
+        "Folder": "f1",
+    }
+    assert list(entry["Images"][1]) == ["Digest", "Arch", "OS", "Variant", "Folder"]
+    assert list(entry["Images"][2]) == ["Digest", "Arch", "OS", "OsVersion", "Folder"]
+
+
+def test_saved_list_keeps_its_time_when_only_the_time_would_change(tmp_path: Path) -> None:
+    path = tmp_path / "saved-images-list.json"
+    entries = [list_entry(status("ok", AMD64))]
+    assert write_saved_list(path, entries)
+    document = json.loads(path.read_text())
+    assert document["Version"] == "v1.1.0"
+    assert path.read_text().startswith('{\n  "List": [\n')
+    before = path.read_bytes()
+    os.utime(path, (1, 1))
+    assert not write_saved_list(path, entries)
+    assert path.read_bytes() == before
+    assert path.stat().st_mtime > 1
+    assert write_saved_list(path, [*entries, list_entry(status("ok", ARM64))])
+
+
+def test_failed_list_sorted_original_lines_and_removed_when_empty(tmp_path: Path) -> None:
+    path = tmp_path / "save-failed.txt"
+    write_failed_list(path, ["b:1", "a:1", "b:1"])
+    assert path.read_text() == "a:1\nb:1\n"
+    write_failed_list(path, [])
+    assert not path.exists()
+
+
+def test_gather_sorts_images_into_saved_failed_and_skipped() -> None:
+    entries = parse_image_list("a:1\nb:1\ndocker.io/library/b:1\nc:1\n", "l")
+    by_id = {
+        entries[0].ref.image_id: status("ok", AMD64),
+        entries[1].ref.image_id: status("failed"),
+        entries[2].ref.image_id: status("skipped"),
+    }
+    saved, failed, summary = gather(entries, by_id)
+    assert len(saved) == 1
+    assert failed == ["b:1", "docker.io/library/b:1"]
+    assert (summary.saved_images, summary.failed, summary.skipped) == (1, 1, 1)
+
+
+def test_invalidate_stale_retries_failed_broken_and_vanished_saves(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "f1").mkdir(parents=True)
+    (cache / "f1" / "index.json").write_text("{}")
+    status_dir = cache / ".hangar" / "status"
+    write_atomic(status_dir / "good.json", status("ok", AMD64).to_json())
+    write_atomic(status_dir / "skipped.json", status("skipped").to_json())
+    write_atomic(status_dir / "failed.json", status("failed").to_json())
+    write_atomic(status_dir / "vanished.json", status("ok", ARM64).to_json())
+    write_atomic(status_dir / "garbage.json", "{not json")
+    ids = ["good", "skipped", "failed", "vanished", "garbage", "new"]
+    assert sorted(invalidate_stale(cache, ids)) == ["failed", "garbage", "vanished"]
+    assert sorted(p.stem for p in status_dir.iterdir()) == ["good", "skipped"]
+
+
+def test_status_round_trip() -> None:
+    original = status("ok", AMD64, WIN)
+    assert ImageStatus.from_json(original.to_json()) == original
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        ("reading manifest 1 in r/x: manifest unknown: manifest unknown", "permanent"),
+        ("unable to retrieve auth token: invalid username/password: unauthorized", "permanent"),
+        ("x509: certificate signed by unknown authority", "permanent"),
+        ("dial tcp 127.0.0.1:40401: connect: connection refused", "transient"),
+        ("received unexpected HTTP status: 503 Service Unavailable", "transient"),
+        ("toomanyrequests: rate limit", "transient"),
+        ("writing blob: write /c/share/x: no space left on device", "infrastructure"),
+        ("open /c/.hangar/tmp/x/index.json: permission denied", "infrastructure"),
+    ],
+)
+def test_skopeo_errors_are_classified(stderr: str, kind: str) -> None:
+    assert classify(stderr) == kind
+
+
+def test_last_error_line_keeps_skopeo_message() -> None:
+    stderr = (
+        'time="t" level=fatal msg="Error parsing image name \\"docker://x\\": manifest unknown"\n'
+    )
+    assert last_error_line(stderr) == 'Error parsing "docker://x": manifest unknown'
+
+
+def test_credentials_go_to_a_private_auth_file_only_while_used() -> None:
+    env = {"SOURCE_USERNAME": "user", "SOURCE_PASSWORD": "s3cret"}
+    with credentials_file("reg:5000", env) as path:
+        assert oct(Path(path).stat().st_mode & 0o777) == "0o600"
+        auths = json.loads(Path(path).read_text())["auths"]
+        assert list(auths) == ["reg:5000"]
+    assert not Path(path).exists()
+    with credentials_file("reg:5000", {"REGISTRY_AUTH_FILE": "/x/auth.json"}) as path:
+        assert path == "/x/auth.json"
+
+
+BASE_CONFIG = {
+    "file": "l.txt",
+    "source": "",
+    "arch": ["amd64", "arm64"],
+    "os": ["linux"],
+    "no_arch_os_fail": False,
+    "failed": "save-failed.txt",
+    "tls_verify": True,
+    "cert_dir": "",
+    "retry_times": 3,
+    "retry_delay": 1,
+    "cache": "saved-image-cache",
+    "destination": "",
+    "compress": "gzip",
+    "part": False,
+    "part_size": "2G",
+}
+
+
+def test_settings_defaults_and_suffix_rules(tmp_path: Path) -> None:
+    settings = Settings.from_config(BASE_CONFIG, tmp_path)
+    assert settings.destination == Path("saved-images.tar.gz")
+    assert settings.part_size is None
+    zstd = Settings.from_config(
+        {**BASE_CONFIG, "compress": "zstd", "destination": "load", "part": True, "part_size": "1M"},
+        tmp_path,
+    )
+    assert (zstd.destination, zstd.part_size) == (Path("load.tar.zstd"), 1 << 20)
+    comma = Settings.from_config({**BASE_CONFIG, "arch": "amd64, arm64 ,"}, tmp_path)
+    assert comma.arch == ("amd64", "arm64")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"part": True, "part_size": "2.5G"}, "part_size"),
+        ({"part": True, "part_size": "-1"}, "part_size"),
+        ({"destination": "saved-image-cache", "compress": "dir"}, "destination"),
+        ({"destination": "saved-image-cache/x.tar.gz"}, "destination"),
+        ({"destination": "/etc/hostname/x.tar.gz"}, "destination"),
+        ({"cache": "a:b"}, "cache"),
+        ({"arch": []}, "arch"),
+    ],
+)
+def test_settings_errors_name_the_key(tmp_path: Path, override: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        Settings.from_config({**BASE_CONFIG, **override}, tmp_path)
