@@ -113,7 +113,7 @@ def test_last_error_line_keeps_skopeo_message() -> None:
     stderr = (
         'time="t" level=fatal msg="Error parsing image name \\"docker://x\\": manifest unknown"\n'
     )
-    assert last_error_line(stderr) == 'Error parsing "docker://x": manifest unknown'
+    assert last_error_line(stderr) == 'Error parsing image name "docker://x": manifest unknown'
 
 
 def test_credentials_go_to_a_private_auth_file_only_while_used() -> None:
