@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what the workflow, its demo and its tests need: Debian packages and the Python package.
+# Idempotent: packages already present are not installed again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(skopeo docker-registry pigz zstd tar apache2-utils openssl)
+if [[ "${1:-}" == "--tests" ]]; then
+    debian_packages+=(slurm-wlm munge)
+fi
+
+missing=()
+for package in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
