@@ -5,9 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(skopeo docker-registry pigz zstd tar apache2-utils openssl)
-if [[ "${1:-}" == "--tests" ]]; then
-    debian_packages+=(slurm-wlm munge)
-fi
 
 missing=()
 for package in "${debian_packages[@]}"; do
