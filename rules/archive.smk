@@ -8,6 +8,8 @@ rule archive:
         update(ARCHIVE_RECORD),
     log:
         "logs/archive.log",
+    conda:
+        "../envs/hangar-save.yaml"
     threads: workflow.cores
     params:
         cache=CACHE,

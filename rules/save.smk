@@ -6,6 +6,8 @@ rule save_image:
         status=STATUS_DIR / "{image}.json",
     log:
         "logs/save/{image}.log",
+    conda:
+        "../envs/hangar-save.yaml"
     resources:
         registry_pulls=1,
     params:
@@ -27,6 +29,8 @@ rule saved_list:
     log:
         "logs/saved_list.log",
     localrule: True
+    conda:
+        "../envs/hangar-save.yaml"
     params:
         image_list=SETTINGS.file,
         source=SETTINGS.source,
