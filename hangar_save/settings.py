@@ -11,6 +11,7 @@ from typing import Any, Literal
 from hangar_save.units import default_destination, parse_size
 
 Compress = Literal["gzip", "zstd", "dir"]
+Verify = Literal["size", "digest"]
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,7 @@ class Settings:
     destination: Path
     compress: Compress
     part_size: int | None
+    verify: Verify
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> Settings:
@@ -67,6 +69,7 @@ class Settings:
             destination=destination,
             compress=compress,
             part_size=part_size,
+            verify=config["verify"],
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,32 +80,3 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def is_complete(status: ImageStatus, cache: Path) -> bool:
-    """True when an earlier save can be trusted: it did not fail and its folders exist."""
-    if status.state == "failed":
-        return False
-    return all((cache / p.Folder / "index.json").is_file() for p in status.saved)
-
-
-def invalidate_stale(cache: str | Path, image_ids: Iterable[str]) -> list[str]:
-    """Remove status files of failed or broken saves so those images are saved again.
-
-    Returns the ids that will be retried. Unreadable status files count as broken.
-    """
-    cache = Path(cache)
-    directory = status_dir(cache)
-    retried = []
-    for image_id in image_ids:
-        path = directory / f"{image_id}.json"
-        try:
-            status = ImageStatus.read(path)
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, TypeError):
-            status = None
-        if status is None or not is_complete(status, cache):
-            path.unlink(missing_ok=True)
-            retried.append(image_id)
-    return retried

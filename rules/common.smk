@@ -9,7 +9,8 @@ sys.path.insert(0, workflow.basedir)
 from hangar_save.imagelist import ImageListError, read_image_list
 from hangar_save.runlock import RunLockError, hold_run_lock
 from hangar_save.settings import ConfigError, Settings
-from hangar_save.status import invalidate_stale, status_dir
+from hangar_save.cachecheck import invalidate_stale
+from hangar_save.status import status_dir
 
 try:
     SETTINGS = Settings.from_config(config)
@@ -45,11 +46,15 @@ if workflow.is_main_process:
         RUN_LOCK = hold_run_lock(CACHE)
     except RunLockError as error:
         raise WorkflowError(str(error)) from None
-    # Failed images, and saves whose folders vanished, are saved again.
-    RETRIED = invalidate_stale(CACHE, IMAGES)
-    if RETRIED:
+    # Failed images, and saves whose folders or blobs are missing or damaged, are redone.
+    CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    if CHECK.removed_blobs:
+        logger.warning(
+            f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"
+        )
+    if CHECK.retried:
         logger.info(
-            f"{len(RETRIED)} image(s) failed or incomplete last time: saving them again"
+            f"saving {len(CHECK.retried)} image(s) again: failed or damaged last time"
         )
 
 

@@ -10,7 +10,7 @@ from hangar_save.imagelist import parse_image_list
 from hangar_save.savedlist import gather, list_entry, write_failed_list, write_saved_list
 from hangar_save.settings import ConfigError, Settings
 from hangar_save.skopeo import classify, credentials_file, last_error_line
-from hangar_save.status import ImageStatus, SavedPlatform, invalidate_stale, write_atomic
+from hangar_save.status import ImageStatus, SavedPlatform
 
 AMD64 = SavedPlatform("sha256:1", "amd64", "linux", "f1")
 ARM64 = SavedPlatform("sha256:2", "arm64", "linux", "f2", Variant="v8")
@@ -72,21 +72,6 @@ def test_gather_sorts_images_into_saved_failed_and_skipped() -> None:
     assert (summary.saved_images, summary.failed, summary.skipped) == (1, 1, 1)
 
 
-def test_invalidate_stale_retries_failed_broken_and_vanished_saves(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    (cache / "f1").mkdir(parents=True)
-    (cache / "f1" / "index.json").write_text("{}")
-    status_dir = cache / ".hangar" / "status"
-    write_atomic(status_dir / "good.json", status("ok", AMD64).to_json())
-    write_atomic(status_dir / "skipped.json", status("skipped").to_json())
-    write_atomic(status_dir / "failed.json", status("failed").to_json())
-    write_atomic(status_dir / "vanished.json", status("ok", ARM64).to_json())
-    write_atomic(status_dir / "garbage.json", "{not json")
-    ids = ["good", "skipped", "failed", "vanished", "garbage", "new"]
-    assert sorted(invalidate_stale(cache, ids)) == ["failed", "garbage", "vanished"]
-    assert sorted(p.stem for p in status_dir.iterdir()) == ["good", "skipped"]
-
-
 def test_status_round_trip() -> None:
     original = status("ok", AMD64, WIN)
     assert ImageStatus.from_json(original.to_json()) == original
@@ -143,6 +128,7 @@ BASE_CONFIG = {
     "compress": "gzip",
     "part": False,
     "part_size": "2G",
+    "verify": "size",
 }
 
 

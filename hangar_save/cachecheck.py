@@ -1,0 +1,114 @@
+"""Decide, before a run, which earlier saves can be trusted; drop the others so they are redone.
+
+An image is saved again when its last save failed, its status file is unreadable, one of its
+folders is gone, or a blob its folders reference is missing or damaged. Damaged blobs are
+deleted: skopeo reuses any blob file that exists, so a bad one must go before the re-save.
+
+Two depths: ``size`` (default; one ``stat`` per blob, finds missing and truncated blobs) and
+``digest`` (reads and hashes every referenced blob once, finds any corruption).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hangar_save.status import ImageStatus, status_dir
+
+Depth = Literal["size", "digest"]
+
+
+@dataclass
+class CheckResult:
+    retried: list[str] = field(default_factory=list)
+    removed_blobs: list[str] = field(default_factory=list)
+
+
+def referenced_blobs(layout: Path, share: Path) -> Iterator[tuple[str, int]]:
+    """(digest, size) of every blob the layout's index references, manifests included."""
+    index = json.loads((layout / "index.json").read_text())
+    pending = list(index["manifests"])
+    while pending:
+        descriptor = pending.pop()
+        yield descriptor["digest"], descriptor["size"]
+        document = json.loads((share / "sha256" / descriptor["digest"][7:]).read_bytes())
+        if "manifests" in document:
+            pending.extend(document["manifests"])
+            continue
+        yield document["config"]["digest"], document["config"]["size"]
+        for layer in document.get("layers", []):
+            yield layer["digest"], layer["size"]
+
+
+class BlobChecker:
+    """Checks blobs of the shared dir, each at most once, deleting the damaged ones."""
+
+    def __init__(self, share: Path, depth: Depth) -> None:
+        self.share, self.depth = share, depth
+        self.known: dict[str, bool] = {}
+        self.removed: list[str] = []
+
+    def ok(self, digest: str, size: int) -> bool:
+        if digest not in self.known:
+            self.known[digest] = self._check(digest, size)
+        return self.known[digest]
+
+    def _check(self, digest: str, size: int) -> bool:
+        algorithm, _, hex_digest = digest.partition(":")
+        path = self.share / algorithm / hex_digest
+        try:
+            good = path.stat().st_size == size
+            if good and self.depth == "digest":
+                good = _sha256_of(path) == hex_digest
+        except FileNotFoundError:
+            return False
+        if not good:
+            path.unlink(missing_ok=True)
+            self.removed.append(digest)
+        return good
+
+    def layout_ok(self, layout: Path) -> bool:
+        try:
+            return all(self.ok(d, s) for d, s in referenced_blobs(layout, self.share))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # unreadable index or manifest: damaged as well
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def invalidate_stale(
+    cache: str | Path, image_ids: Iterable[str], depth: Depth = "size"
+) -> CheckResult:
+    """Remove the status files of saves that cannot be trusted, so those images are redone."""
+    cache = Path(cache)
+    directory = status_dir(cache)
+    checker = BlobChecker(cache / "share", depth)
+    result = CheckResult()
+    for image_id in image_ids:
+        path = directory / f"{image_id}.json"
+        try:
+            status: ImageStatus | None = ImageStatus.read(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, TypeError):
+            status = None
+        trusted = (
+            status is not None
+            and status.state != "failed"
+            and all(checker.layout_ok(cache / p.Folder) for p in status.saved)
+        )
+        if not trusted:
+            path.unlink(missing_ok=True)
+            result.retried.append(image_id)
+    result.removed_blobs = checker.removed
+    return result
