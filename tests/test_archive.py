@@ -312,3 +312,26 @@ def test_listed_folder_missing_is_reported(cache: SyntheticCache, tmp_path: Path
     shutil.rmtree(cache.root / cache.folders[1])
     with pytest.raises(ArchiveError, match=cache.folders[1]):
         build_archive(cache.root, tmp_path / "x.tar.gz", "gzip", None, 1)
+
+
+def test_nested_index_is_followed(cache: SyntheticCache, tmp_path: Path) -> None:
+    selection = archive.select(cache.root)
+    first = json.loads((cache.root / cache.folders[0] / "index.json").read_text())
+    assert first["manifests"][0]["mediaType"].endswith("index.v1+json")
+    names = {entry.name for entry in selection.entries}
+    assert {f"share/sha256/{digest}" for digest in cache.blobs} <= names
+
+
+def test_malformed_manifest_is_reported(cache: SyntheticCache, tmp_path: Path) -> None:
+    folder = cache.folders[-1]
+    index = json.loads((cache.root / folder / "index.json").read_text())
+    manifest = cache.root / "share/sha256" / index["manifests"][0]["digest"][7:]
+    manifest.write_text(json.dumps({"config": {"digest": "md5:abc"}, "layers": []}))
+    with pytest.raises(ArchiveError, match=f"{folder}.*'md5:abc'"):
+        build_archive(cache.root, tmp_path / "x.tar.gz", "gzip", None, 1)
+
+
+def test_tar_destination_must_not_be_a_directory(cache: SyntheticCache, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        build_archive(cache.root, tmp_path / "d", "zstd", None, 1)
