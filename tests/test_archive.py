@@ -107,6 +107,7 @@ def test_tar_round_trip(
         assert lines[-1].endswith(f"  {dest.name}")
         run(reassemble_command(dest, len(result.files)), out)
         run(f'sha256sum -c --strict "{result.checksums.name}"', out)
+        run(f'cat $(ls "{dest.name}".part* | sort -V) | cmp - "{dest.name}"', out)
     else:
         assert len(lines) == 1
     run(f'{"gzip -t" if compress == "gzip" else "zstd -t -q"} "{dest.name}"', out)
