@@ -65,17 +65,13 @@ def _clear(out: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _time(run: Callable[[], None], out: Path, repeat: int) -> tuple[float, int]:
-    """Best wall time of `repeat` runs and the size of what the last run wrote."""
-    best = float("inf")
-    size = 0
-    for _ in range(repeat):
-        _clear(out)
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-        size = sum(_output_size(p) for p in out.iterdir() if not p.name.endswith(".sha256"))
-    return best, size
+def _time_once(run: Callable[[], None], out: Path) -> tuple[float, int]:
+    """Wall time of one run (outputs of the previous run removed first) and its output size."""
+    _clear(out)
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    return seconds, sum(_output_size(p) for p in out.iterdir() if not p.name.endswith(".sha256"))
 
 
 def measure(cache: Path, work: Path, threads: int, repeat: int) -> list[Timing]:
@@ -99,12 +95,14 @@ def measure(cache: Path, work: Path, threads: int, repeat: int) -> list[Timing]:
         "build_archive zstd": lambda: _ours(cache, out / "a.tar.zstd", "zstd", None, threads),
         "build_archive dir (links)": lambda: _ours(cache, out / "a", "dir", None, threads),
     }
-    timings = []
-    for method, run in methods.items():
-        seconds, size = _time(run, out, repeat)
-        timings.append(Timing(method, seconds, input_bytes, size))
-        print(f"  {method}: {seconds:.2f} s", file=sys.stderr)
-    return timings
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(repeat):  # round robin, so every method sees the same machine load
+        for method, run in methods.items():
+            seconds, size = _time_once(run, out)
+            print(f"  {method}: {seconds:.2f} s", file=sys.stderr)
+            if method not in best or seconds < best[method][0]:
+                best[method] = (seconds, size)
+    return [Timing(method, s, input_bytes, size) for method, (s, size) in best.items()]
 
 
 def _ours(cache: Path, dest: Path, compress: Compress, part_size: int | None, threads: int) -> None:
@@ -146,7 +144,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=500, help="synthetic cache size (MB)")
     parser.add_argument("--cache", type=Path, help="benchmark an existing cache instead")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--repeat", type=int, default=1, help="runs per method; best is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per method; best is kept")
     parser.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "archive.csv")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="archive-bench-") as temp:
