@@ -157,7 +157,10 @@ def parse_image_list(text: str, path: str = "<list>", source: str = "") -> list[
     """
     by_ref: dict[ImageRef, tuple[list[str], list[int]]] = {}
     errors: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only (a "\r" before it is trimmed): str.splitlines() would also break
+    # at form feeds, U+2028 and other separators, hiding them and shifting every line number
+    # after them away from what editors, `sed -n Np` and the UTF-8 error below count.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if number == 1:
             line = line.lstrip("\ufeff").strip()
