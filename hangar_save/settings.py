@@ -43,12 +43,13 @@ class Settings:
         compress = config["compress"]
         cache = Path(config["cache"])
         destination = Path(default_destination(config["destination"], compress))
-        part_size = None
-        if config["part"]:
-            try:
-                part_size = parse_size(str(config["part_size"]))
-            except ValueError as error:
-                raise ConfigError(f"part_size: {error}") from None
+        # Checked even without `part`: a bad value is a mistake the user wants to hear about
+        # now, not on the day `part` is switched on.
+        try:
+            size = parse_size(config["part_size"])
+        except ValueError as error:
+            raise ConfigError(f"part_size: {error}") from None
+        part_size = size if config["part"] else None
         if ":" in str(cache.absolute()):
             raise ConfigError(f"cache: the path may not contain ':' (skopeo syntax): {cache}")
         _check_apart(workdir / cache, workdir / destination)
