@@ -53,8 +53,11 @@ class Settings:
         if ":" in str(cache.absolute()):
             raise ConfigError(f"cache: the path may not contain ':' (skopeo syntax): {cache}")
         _check_apart(workdir / cache, workdir / destination)
+        _check_writable_dir("cache", workdir / cache)
         _check_writable_parent("destination", workdir / destination)
         _check_writable_parent("failed", workdir / config["failed"])
+        if config["cert_dir"] and not (workdir / config["cert_dir"]).is_dir():
+            raise ConfigError(f"cert_dir: {config['cert_dir']} is not a directory")
         return cls(
             file=Path(config["file"]),
             source=config["source"],
@@ -88,6 +91,15 @@ def _check_apart(cache: Path, destination: Path) -> None:
         raise ConfigError(
             f"destination: {destination} overlaps the cache {cache}; choose another path"
         )
+
+
+def _check_writable_dir(key: str, path: Path) -> None:
+    """``path`` is a directory this process may write in, or one it can create."""
+    existing = path.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot write to {existing} (for {path})")
 
 
 def _check_writable_parent(key: str, path: Path) -> None:
