@@ -108,3 +108,21 @@ def _check_writable_parent(key: str, path: Path) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}: cannot write to {parent} (for {path})")
+
+
+def schema_error_line(error: BaseException) -> str:
+    """``key: problem`` for a config that fails the JSON schema, on one line.
+
+    Takes jsonschema's ValidationError, or the WorkflowError that ``snakemake.utils.validate``
+    raises while handling one (whose own text dumps the whole schema as well).
+    """
+    for candidate in (error, error.__cause__, error.__context__):
+        path, message = (
+            getattr(candidate, "absolute_path", None),
+            getattr(candidate, "message", None),
+        )
+        if path is not None and isinstance(message, str):
+            key = ".".join(str(part) for part in path) or "config"
+            return f"{key}: {message}"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
