@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,11 @@ from typing import Literal
 from hangar_save.status import ImageStatus, status_dir
 
 Depth = Literal["size", "digest"]
+
+# What a blob digest may look like. Any other (from a damaged or tampered index.json or
+# manifest) makes the save untrusted and is never used as a path: no file outside the shared
+# blob dir can be read or deleted through it.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -58,6 +64,8 @@ class BlobChecker:
         return self.known[digest]
 
     def _check(self, digest: str, size: int) -> bool:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            return False
         algorithm, _, hex_digest = digest.partition(":")
         path = self.share / algorithm / hex_digest
         try:
