@@ -6,6 +6,9 @@ deleted: skopeo reuses any blob file that exists, so a bad one must go before th
 
 Two depths: ``size`` (default; one ``stat`` per blob, finds missing and truncated blobs) and
 ``digest`` (reads and hashes every referenced blob once, finds any corruption).
+
+Staging layouts left in ``.hangar/tmp`` by jobs that were killed are removed as well. Call this
+only while holding the run lock: no job of another run may be writing to the cache.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hangar_save.status import ImageStatus, status_dir
+from hangar_save.status import ImageStatus, status_dir, tmp_dir
 
 Depth = Literal["size", "digest"]
 
@@ -32,6 +36,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 class CheckResult:
     retried: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
+    removed_leftovers: list[str] = field(default_factory=list)
 
 
 def referenced_blobs(layout: Path, share: Path) -> Iterator[tuple[str, int]]:
@@ -119,4 +124,20 @@ def invalidate_stale(
             path.unlink(missing_ok=True)
             result.retried.append(image_id)
     result.removed_blobs = checker.removed
+    result.removed_leftovers = remove_leftovers(cache)
     return result
+
+
+def remove_leftovers(cache: Path) -> list[str]:
+    """Delete what killed jobs left in ``.hangar/tmp``: partial layouts nothing refers to."""
+    directory = tmp_dir(cache)
+    removed: list[str] = []
+    if not directory.is_dir():
+        return removed
+    for path in sorted(directory.iterdir()):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
