@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -42,6 +43,9 @@ _PERMANENT_MARKERS = (
     "invalid reference",
     "unsupported",
 )
+
+
+_FD_PATH = re.compile(r"/dev/fd/([0-9]+)")
 
 
 class ImageError(Exception):
@@ -94,6 +98,11 @@ class Skopeo:
             args += [f"--{prefix}authfile", self.authfile]
         return args
 
+    def _passed_fds(self) -> tuple[int, ...]:
+        """The descriptor of an in-memory auth file (``/dev/fd/N``), which skopeo must inherit."""
+        match = _FD_PATH.fullmatch(self.authfile)
+        return (int(match.group(1)),) if match else ()
+
     def inspect_raw(self, reference: str, config: bool = False) -> bytes:
         """The raw manifest (or with ``config`` the raw image config) of ``docker://reference``."""
         args = ["inspect", "--raw", *(["--config"] if config else []), *self._auth_args("")]
@@ -119,7 +128,9 @@ class Skopeo:
         for attempt in range(self.retry_times + 1):
             self.log(f"running: {shlex.join(command)}")
             try:
-                done = subprocess.run(command, capture_output=True, check=False)
+                done = subprocess.run(
+                    command, capture_output=True, check=False, pass_fds=self._passed_fds()
+                )
             except FileNotFoundError:
                 raise InfrastructureError(
                     f"{self.executable!r} not found: install skopeo (apt-get install skopeo)"
@@ -152,9 +163,11 @@ def registry_auth_entry(username: str, password: str) -> dict[str, str]:
 def credentials_file(registry: str, environ: dict[str, str] | None = None) -> Iterator[str]:
     """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set.
 
-    Credentials go to a private temporary file (mode 0600) passed with ``--authfile``: never on a
-    command line, in a log or in Snakemake params. Without them, yields REGISTRY_AUTH_FILE (or "",
-    letting skopeo use its default auth files).
+    Credentials go to a private in-memory file passed to skopeo as ``--authfile /dev/fd/N``:
+    never on a command line, in a log, in Snakemake params or on disk, not even when the job is
+    killed. Where memory files are missing (not Linux), a private temporary file (mode 0600),
+    deleted at the end. Without credentials, yields REGISTRY_AUTH_FILE (or "", letting skopeo
+    use its default auth files).
     """
     env = os.environ if environ is None else environ
     username, password = env.get("SOURCE_USERNAME", ""), env.get("SOURCE_PASSWORD", "")
@@ -166,10 +179,32 @@ def credentials_file(registry: str, environ: dict[str, str] | None = None) -> It
     if existing and Path(existing).is_file():
         auths.update(json.loads(Path(existing).read_text()).get("auths", {}))
     auths[registry] = registry_auth_entry(username, password)
+    content = json.dumps({"auths": auths}).encode()
+    with _private_file(content) as path:
+        yield path
+
+
+@contextmanager
+def _private_file(content: bytes) -> Iterator[str]:
+    """A path from which this process and the skopeo it starts can read ``content``."""
+    try:
+        fd = os.memfd_create("hangar-auth", os.MFD_CLOEXEC)  # gone with the last descriptor
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        try:
+            os.fchmod(fd, 0o600)  # reachable only through this process's fds anyway
+            rest = memoryview(content)
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            yield f"/dev/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
     fd, path = tempfile.mkstemp(prefix="hangar-auth-", suffix=".json")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"auths": auths}, handle)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
         yield path
     finally:
         os.unlink(path)
