@@ -309,10 +309,7 @@ def summary_lines(
         f"{human_size(tally.bytes_total)}{earlier}) in {human_duration(seconds)}"
     )
     if tally.done < tally.total:
-        lines.append(
-            f"{tally.total - tally.done} image(s) have no result yet: run the same command "
-            "again to save them"
-        )
+        lines.append(f"{tally.total - tally.done} image(s) have no result from this run")
     failed = [s for s in statuses.values() if s.state == "failed"]
     skipped = [s for s in statuses.values() if s.state != "failed" and not s.saved]
     if failed:

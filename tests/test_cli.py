@@ -316,7 +316,7 @@ def test_summary_names_failed_and_skipped_images() -> None:
     tally = Tally(total=4, saved=1, failed=1, skipped=1, platforms=1, bytes_total=10)
     assert summary_lines(tally, statuses, 75, "failed.txt") == [
         "saved 1 of 4 images (1 platforms, 10 B) in 1:15",
-        "1 image(s) have no result yet: run the same command again to save them",
+        "1 image(s) have no result from this run",
         "1 image(s) failed, listed in failed.txt:",
         "  r/b:1: denied",
         "1 image(s) skipped, no platform matches --arch/--os:",
@@ -462,16 +462,36 @@ def test_save_writes_the_archive_failed_list_and_a_config_without_secrets(
     assert (workdir / "cache/.hangar/snakemake.log").is_file()
 
 
+@pytest.fixture(scope="module")
+def second_save(
+    first_save: tuple[Path, subprocess.CompletedProcess[str], list[str]],
+) -> subprocess.CompletedProcess[str]:
+    """The same command run again in the same directory."""
+    workdir, _, args = first_save
+    return run_hangar(workdir, *args)
+
+
 @pytest.mark.slow
 def test_running_the_same_command_again_resumes(
-    first_save: tuple[Path, subprocess.CompletedProcess[str], list[str]],
+    second_save: subprocess.CompletedProcess[str],
 ) -> None:
-    workdir, _, args = first_save
-    again = run_hangar(workdir, *args)
-    assert again.returncode == 0, again.stderr
-    assert not [line for line in again.stderr.splitlines() if line.startswith("OK ")]
-    assert "saved 2 of 4 images (3 platforms, " in again.stderr
-    assert "2 from an earlier run" in again.stderr
+    assert second_save.returncode == 0, second_save.stderr
+    assert not [line for line in second_save.stderr.splitlines() if line.startswith("OK ")]
+    assert "saved 2 of 4 images (3 platforms, " in second_save.stderr
+    assert "2 from an earlier run" in second_save.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="the workflow drops the failed image's status but Snakemake sees an up-to-date "
+    "archive and runs nothing",
+    strict=False,
+)
+def test_running_again_retries_the_failed_image(
+    second_save: subprocess.CompletedProcess[str], registry: Registry
+) -> None:
+    assert f"FAILED {registry.host}/rancher/missing:9: " in second_save.stderr
+    assert "1 image(s) failed, listed in failed.txt:" in second_save.stderr
 
 
 @pytest.mark.slow
