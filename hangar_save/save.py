@@ -1,18 +1,18 @@
 """Save one image: inspect it, select its platforms, copy each into its own OCI layout.
 
-Run by the workflow as ``python -m hangar_save.save …`` (one job per image). Image-level
-problems are recorded in the status file and the job exits 0; only infrastructure errors
-(no skopeo, disk full, unwritable cache) make it exit non-zero.
+The workflow runs ``run_job`` once per image, inside its own process (no interpreter start
+per image). Image-level problems are recorded in the status file and the job succeeds; only
+infrastructure errors (no skopeo, disk full, unwritable cache) make it fail.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from hangar_save.imagelist import parse_reference
@@ -25,12 +25,8 @@ from hangar_save.platforms import (
     select,
     single_platform,
 )
-from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
+from hangar_save.skopeo import ImageError, Skopeo, credentials_file
 from hangar_save.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
@@ -62,22 +58,21 @@ def layout_size(layout: Path, share: Path) -> int:
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
     """Copy one platform into ``<cache>/<folder>``, atomically: via a temporary layout."""
     share = cache / "share"
-    staging = tmp_dir(cache) / f"{folder}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir(cache).mkdir(parents=True, exist_ok=True)
     share.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{folder}.", dir=tmp_dir(cache))) / "layout"
     try:
         skopeo.copy(f"{source}@{platform.digest}", staging, share)
         size = layout_size(staging, share)
         final = cache / folder
         if final.exists():
-            retired = staging.with_name(staging.name + ".old")
+            retired = staging.with_name("retired")
             final.rename(retired)
             shutil.rmtree(retired)
         staging.rename(final)
         return size
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.parent, ignore_errors=True)
 
 
 def save_image(
@@ -87,6 +82,7 @@ def save_image(
     os_names: list[str],
     no_arch_os_fail: bool,
     skopeo: Skopeo,
+    log: Callable[[str], None],
 ) -> ImageStatus:
     ref = parse_reference(reference)
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
@@ -128,51 +124,49 @@ def save_image(
     return status
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--reference", required=True, help="normalised registry/repo:tag")
-    parser.add_argument("--cache", required=True, type=Path)
-    parser.add_argument("--status", required=True, type=Path)
-    parser.add_argument("--arch", required=True, help="comma-separated architectures")
-    parser.add_argument("--os", required=True, help="comma-separated operating systems")
-    parser.add_argument("--no-arch-os-fail", action="store_true")
-    parser.add_argument("--tls-verify", choices=["true", "false"], default="true")
-    parser.add_argument("--cert-dir", default="")
-    parser.add_argument("--retry-times", type=int, default=3)
-    parser.add_argument("--retry-delay", type=float, default=1.0)
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class JobOptions:
+    """How image jobs reach the registry; unlike arch/os, changing these re-saves nothing."""
+
+    cache: Path
+    tls_verify: bool = True
+    cert_dir: str = ""
+    retry_times: int = 3
+    retry_delay: float = 1.0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cache = args.cache.absolute()
-    registry = parse_reference(args.reference).registry
-    try:
+def run_job(
+    reference: str,
+    arch: list[str],
+    os_names: list[str],
+    no_arch_os_fail: bool,
+    status_path: str | Path,
+    log_path: str | Path,
+    options: JobOptions,
+) -> ImageStatus:
+    """The image job: save one image, log to ``log_path``, write its status atomically.
+
+    Image-level problems end up in the status; InfrastructureError (and OSError) propagate so
+    the job fails and the run stops.
+    """
+    cache = options.cache.absolute()
+    registry = parse_reference(reference).registry
+    with open(log_path, "w") as log_file:
+
+        def log(message: str) -> None:
+            print(message, file=log_file, flush=True)
+
         with credentials_file(registry) as authfile:
             skopeo = Skopeo(
-                tls_verify=args.tls_verify == "true",
-                cert_dir=args.cert_dir,
+                tls_verify=options.tls_verify,
+                cert_dir=options.cert_dir,
                 authfile=authfile,
-                retry_times=args.retry_times,
-                retry_delay=args.retry_delay,
+                retry_times=options.retry_times,
+                retry_delay=options.retry_delay,
                 log=log,
             )
-            status = save_image(
-                args.reference,
-                cache,
-                args.arch.split(","),
-                args.os.split(","),
-                args.no_arch_os_fail,
-                skopeo,
-            )
-        write_atomic(args.status, status.to_json())
-    except (InfrastructureError, OSError) as error:
-        print(f"ERROR {args.reference}: {error}", file=sys.stderr, flush=True)
-        return 2
-    saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved) or "nothing"
-    log(f"{status.state.upper()} {args.reference}: saved {saved} in {status.seconds:.1f}s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            status = save_image(reference, cache, arch, os_names, no_arch_os_fail, skopeo, log)
+        write_atomic(status_path, status.to_json())
+        saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved) or "nothing"
+        log(f"{status.state.upper()} {reference}: saved {saved} in {status.seconds:.1f}s")
+    return status

@@ -1,15 +1,15 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
+from hangar_save.cachecheck import invalidate_stale
 from hangar_save.imagelist import ImageListError, read_image_list
 from hangar_save.runlock import RunLockError, hold_run_lock
+from hangar_save.save import JobOptions, run_job
 from hangar_save.settings import ConfigError, Settings
-from hangar_save.cachecheck import invalidate_stale
 from hangar_save.status import status_dir
 
 try:
@@ -24,21 +24,13 @@ STATUS_DIR = status_dir(CACHE)
 SAVED_LIST = CACHE / "saved-images-list.json"
 ARCHIVE_RECORD = f"{SETTINGS.destination}.sha256"
 
-# The job command without its per-image arguments. Retry and TLS options are not params:
-# changing them must not re-save what is already saved.
-SAVE_COMMAND = shlex.join(
-    [
-        "env",
-        f"PYTHONPATH={workflow.basedir}",
-        sys.executable,
-        "-m",
-        "hangar_save.save",
-        f"--cache={CACHE}",
-        f"--tls-verify={str(SETTINGS.tls_verify).lower()}",
-        f"--cert-dir={SETTINGS.cert_dir}",
-        f"--retry-times={SETTINGS.retry_times}",
-        f"--retry-delay={SETTINGS.retry_delay}",
-    ]
+# How image jobs reach the registry. Not params: changing these must not re-save anything.
+JOB_OPTIONS = JobOptions(
+    cache=CACHE,
+    tls_verify=SETTINGS.tls_verify,
+    cert_dir=SETTINGS.cert_dir,
+    retry_times=SETTINGS.retry_times,
+    retry_delay=SETTINGS.retry_delay,
 )
 
 if workflow.is_main_process:

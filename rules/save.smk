@@ -1,6 +1,7 @@
 # Stage 1: one job per image copies its selected platforms into the shared cache.
 
 
+# A `run:` job runs in Snakemake's own process: no interpreter start per image.
 rule save_image:
     output:
         status=STATUS_DIR / "{image}.json",
@@ -12,13 +13,19 @@ rule save_image:
         registry_pulls=1,
     params:
         reference=image_reference,
-        arch=",".join(SETTINGS.arch),
-        os=",".join(SETTINGS.os),
-        no_arch_os_fail="--no-arch-os-fail" if SETTINGS.no_arch_os_fail else "",
-    shell:
-        "{SAVE_COMMAND} --reference {params.reference:q} --arch {params.arch:q}"
-        " --os {params.os:q} {params.no_arch_os_fail} --status {output.status:q}"
-        " > {log:q} 2>&1"
+        arch=SETTINGS.arch,
+        os=SETTINGS.os,
+        no_arch_os_fail=SETTINGS.no_arch_os_fail,
+    run:
+        run_job(
+            params.reference,
+            list(params.arch),
+            list(params.os),
+            params.no_arch_os_fail,
+            output.status,
+            log[0],
+            JOB_OPTIONS,
+        )
 
 
 rule saved_list:
