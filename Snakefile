@@ -11,9 +11,11 @@ validate(config, "schemas/config.schema.yaml", set_default=True)
 include: "rules/common.smk"
 include: "rules/save.smk"
 include: "rules/archive.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         ARCHIVE_RECORD,
+        "save-report.html",
