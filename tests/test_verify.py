@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 from cachefactory import SyntheticCache, make_cache
+from support.images import PushedImage
+from workflow import run_workflow, write_list
 
 from hangar_save.archive import build_archive
 from hangar_save.platforms import Platform
@@ -428,3 +430,30 @@ def test_dir_blob_damaged(cache: SyntheticCache, tmp_path: Path) -> None:
     assert code == 1
     assert f"share/sha256/{blob.name}: content hashes to sha256:" in errors(lines)
     assert f"saved/share/sha256/{blob.name}: sha256 " in errors(lines)
+
+
+# --- the workflow target --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_workflow_target_verifies_the_archive(
+    workdir: Path, sample_images: dict[str, PushedImage]
+) -> None:
+    names = ["library/nginx:1.25", "rancher/busybox:1.36"]
+    write_list(workdir, [sample_images[name].ref for name in names])
+    config = {"file": "images.txt", "part": True, "part_size": "8K"}
+    run_workflow(workdir, config, "verify")
+    record = (workdir / "save-verify.txt").read_text()
+    assert record.startswith("OK: saved-images.tar.gz (")
+    assert "2 images, 3 platforms" in record
+    dest = workdir / "saved-images.tar.gz"
+    part = parts(dest)[1]
+    data = bytearray(part.read_bytes())
+    data[100] ^= 0xFF
+    part.write_bytes(bytes(data))
+    done = run_workflow(workdir, config, "--force", "verify", check=False)
+    assert done.returncode != 0
+    log = (workdir / "logs" / "verify.log").read_text()
+    assert f"ERROR: {part.name}: sha256 " in log
+    assert log.splitlines()[-1].startswith("FAILED: ")
+    assert not (workdir / "save-verify.txt").exists()
