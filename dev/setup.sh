@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(skopeo docker-registry pigz zstd tar apache2-utils openssl)
+# --tests: also what only the tests use (a headless browser that renders the save report)
+if [[ " $* " == *" --tests "* ]]; then
+    debian_packages+=(chromium)
+fi
 
 missing=()
 for package in "${debian_packages[@]}"; do
