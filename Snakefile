@@ -14,8 +14,11 @@ include: "rules/archive.smk"
 include: "rules/report.smk"
 
 
+# The statuses are inputs of the target too: Snakemake would not look for a missing status
+# (an image to save again) upstream of an archive that is up to date.
 rule all:
     default_target: True
     input:
+        all_statuses,
         ARCHIVE_RECORD,
         "save-report.html",
