@@ -21,11 +21,12 @@ from hangar_save.platforms import (
     index_platforms,
     is_index,
     is_schema1,
+    manifest_digest,
     schema1_platform,
     select,
     single_platform,
 )
-from hangar_save.skopeo import ImageError, Skopeo, credentials_file
+from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar_save.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
 
 
@@ -44,13 +45,28 @@ def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
     return [single_platform(raw, config)]
 
 
+def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
+    """A manifest from the shared blob dir, checked against its digest.
+
+    skopeo writes manifests in place (configs and layers go through a temporary file), so
+    another job saving the same manifest can leave it briefly truncated: wait for it.
+    """
+    path = share / "sha256" / digest.removeprefix("sha256:")
+    for _ in range(attempts):
+        data = path.read_bytes()
+        if manifest_digest(data) == digest:
+            return data
+        time.sleep(0.05)
+    raise InfrastructureError(f"{path}: content does not match its digest")
+
+
 def layout_size(layout: Path, share: Path) -> int:
     """Bytes of the manifest, config and layers the layout references."""
     index = json.loads((layout / "index.json").read_text())
     total = 0
     for descriptor in index["manifests"]:
         total += descriptor["size"]
-        manifest = json.loads((share / "sha256" / descriptor["digest"][7:]).read_text())
+        manifest = json.loads(read_manifest_blob(share, descriptor["digest"]))
         total += manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
     return total
 

@@ -339,3 +339,22 @@ def _candidate_tags(tag: str, saved: dict[str, str]) -> list[str]:
     os_part = "" if saved["OS"] == "linux" else f"-{saved['OS']}"
     version = f"-{saved['OsVersion']}" if saved.get("OsVersion") else ""
     return [f"{tag}{os_part}-{arch}{version}"]
+
+
+def test_one_image_under_many_tags_saves_concurrently(workdir: Path, registry: Registry) -> None:
+    """skopeo rewrites a shared manifest in place; jobs saving the same one must not trip."""
+    image = push_image(
+        registry.host, "rancher/retagged", "0", [LINUX_AMD64], kind="oci-single", base_seed="rt"
+    )
+    refs = [image.ref]
+    for tag in range(1, 12):
+        refs.append(f"{registry.host}/rancher/retagged:{tag}")
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+             f"docker://{image.ref}", f"docker://{refs[-1]}"],
+            check=True,
+        )  # fmt: skip
+    write_list(workdir, refs)
+    run_workflow(workdir, {"file": "images.txt"}, "--cores", "12")
+    assert len(entries_by_source(workdir / "saved-image-cache")) == len(refs)
+    assert not (workdir / "save-failed.txt").exists()
