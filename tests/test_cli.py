@@ -482,11 +482,6 @@ def test_running_the_same_command_again_resumes(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the workflow drops the failed image's status but Snakemake sees an up-to-date "
-    "archive and runs nothing",
-    strict=False,
-)
 def test_running_again_retries_the_failed_image(
     second_save: subprocess.CompletedProcess[str], registry: Registry
 ) -> None:
