@@ -1,14 +1,13 @@
 # Stage 1: one job per image copies its selected platforms into the shared cache.
 
 
-# A `run:` job runs in Snakemake's own process: no interpreter start per image.
+# A `run:` job runs in Snakemake's own process (no interpreter start per image), so it uses
+# Snakemake's environment: run Snakemake from envs/hangar-save.yaml when using conda.
 rule save_image:
     output:
         status=STATUS_DIR / "{image}.json",
     log:
         "logs/save/{image}.log",
-    conda:
-        "../envs/hangar-save.yaml"
     resources:
         registry_pulls=1,
     params:
