@@ -6,8 +6,8 @@ registry.
 Clients talk to the proxy as if it were the registry (`proxy.host` instead of `registry.host`).
 Each request is matched against the active faults, first match wins; a fault that matches
 answers with an HTTP error status, drops the connection before answering, or cuts the body
-short. A fault is active for its first `count` matching requests, or until `seconds` have
-passed since it was added, whichever applies; when no fault matches, the request is passed
+short. A fault is active for its first `count` matching requests, or for `seconds` after the
+first request it met, whichever applies; when no fault matches, the request is passed
 through to the upstream registry unchanged.
 
 The proxy only answers requests: it never sends traffic of its own, and every thread it
@@ -63,7 +63,8 @@ class Fault:
     - `truncate`: send the upstream headers and half of the body, then close.
 
     Active for the first `count` matching requests (None: unlimited) and, when `seconds` is
-    set, only until that many seconds after the fault was added to the proxy.
+    set, only for that many seconds after the first request it met (so a slow client start
+    does not use up the window).
     """
 
     kind: FaultKind
@@ -77,14 +78,18 @@ class Fault:
 
     def arm(self) -> None:
         self.hits = 0
-        self._deadline = None if self.seconds is None else time.monotonic() + self.seconds
+        self._deadline = None
 
     def applies(self, method: str, path: str) -> bool:
         if method not in self.methods or self.path_contains not in path:
             return False
         if self.count is not None and self.hits >= self.count:
             return False
-        return self._deadline is None or time.monotonic() < self._deadline
+        if self.seconds is None:
+            return True
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.seconds
+        return time.monotonic() < self._deadline
 
 
 def fail(status: int, count: int | None = None, **options: object) -> Fault:
