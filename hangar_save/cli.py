@@ -930,6 +930,9 @@ Save container images for air-gapped networks, compatible with hangar v1.6 archi
 
 commands:
   save        save the images of an image list into an archive ({PROGRAM} save --help)
+  plan        resolve a list without downloading: sizes to fetch, free disk, missing platforms
+  verify      check an archive (parts, checksums, every blob) without extracting it
+  report      write save-report.html and save-report.csv for a cache
 
 flags:
   --debug     show Snakemake's output and the skopeo commands
@@ -959,8 +962,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(TOP_HELP, sys.stdout)
         return EXIT_OK
     command, rest = words[0], words[1:]
+    if command in ("plan", "verify", "report"):
+        from importlib import import_module
+
+        tool_main: Callable[[list[str]], int] = import_module(f"hangar_save.{command}").main
+        return tool_main(rest)
     if command != "save":
-        error(f"unknown command {command!r}: only 'save' is supported (see '{PROGRAM} --help')")
+        error(f"unknown command {command!r} (see '{PROGRAM} --help')")
         return EXIT_FAILED
     if global_flags:
         cut = rest.index("--") if "--" in rest else len(rest)

@@ -652,3 +652,10 @@ def test_run_lock_probe_sees_a_live_holder(tmp_path: Path) -> None:
     assert cli.run_lock_holder(tmp_path) is None
     with (tmp_path / ".hangar" / "run.lock").open() as again:
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("command", ["plan", "verify", "report"])
+def test_hangar_dispatches_the_other_commands(command: str) -> None:
+    done = subprocess.run(["hangar", command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"usage: hangar {command} ")
