@@ -40,6 +40,9 @@ _PERMANENT_MARKERS = (
     "invalid username/password",
     "x509:",
     "certificate",
+    # TLS verification on, but the registry speaks plain HTTP: a config error, not a hiccup.
+    "server gave http response to https client",
+    "first record does not look like a tls handshake",
     "invalid reference",
     "unsupported",
 )
