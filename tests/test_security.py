@@ -241,6 +241,20 @@ def test_tls_certificates_are_verified_unless_switched_off(
     assert entries_by_source(cache) == {}
 
 
+def test_verifying_tls_against_a_plain_http_registry_fails_at_once(
+    workdir: Path, registry: Registry
+) -> None:
+    image = push_image(
+        registry.host, "plain/app", "1", [LINUX_AMD64], kind="oci-index", base_seed="plain"
+    )
+    write_list(workdir, [image.ref])
+    run_workflow(workdir, {"file": "images.txt", "tls_verify": True})
+    status = status_by_repo(workdir / "saved-image-cache", "plain/app")
+    assert status["state"] == "failed"
+    assert "HTTP response to HTTPS client" in status["reason"], status["reason"]
+    assert status["retries"] == 0
+
+
 def test_auth_and_tls_together(workdir: Path, registry_factory: Any) -> None:
     secured = registry_factory(htpasswd=AUTH_CREDENTIALS, tls=True)
     image = push_image(
