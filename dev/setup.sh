@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(skopeo docker-registry pigz zstd tar apache2-utils openssl)
-# --tests: also what only the tests use (a headless browser that renders the save report)
+# --tests: also what only the tests use (a headless browser that renders the save report;
+# Slurm and munge for a single-node cluster)
 if [[ " $* " == *" --tests "* ]]; then
-    debian_packages+=(chromium)
+    debian_packages+=(chromium slurm-wlm munge)
 fi
 
 missing=()
