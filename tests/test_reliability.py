@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,10 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], time
     return False
 
 
+def enough_statuses(cache: Path, count: int) -> bool:
+    return len(statuses(cache)) >= count
+
+
 def kill_group(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -244,7 +249,7 @@ def test_registry_stopping_mid_run_fails_the_rest_and_the_rerun_fetches_only_wha
     process = run_in_background(workdir, config, "--cores", "1")
 
     def two_saved() -> bool:
-        return sum(s["state"] == "ok" for s in statuses(cache).values()) >= 2
+        return sum(1 for s in statuses(cache).values() if s["state"] == "ok") >= 2
 
     assert wait_for(two_saved, process, 120), "the run ended before the registry could stop"
     source.stop()
@@ -425,7 +430,7 @@ def test_sigkill_at_random_points_then_the_same_command_completes(
     for _ in range(2):
         process = run_in_background(workdir, config, "--cores", "2")
         target = len(statuses(cache)) + rng.randint(1, 3)
-        landed = wait_for(lambda n=target: len(statuses(cache)) >= n, process, 120)
+        landed = wait_for(partial(enough_statuses, cache, target), process, 120)
         time.sleep(rng.uniform(0, 0.15))
         kill_group(process)
         kills += landed

@@ -103,7 +103,9 @@ def private_image(auth_registry: Registry) -> PushedImage:
 
 
 @pytest.fixture(params=["environment", "auth file"])
-def credentials(request: pytest.FixtureRequest, tmp_path: Path, auth_registry: Registry) -> dict:
+def credentials(
+    request: pytest.FixtureRequest, tmp_path: Path, auth_registry: Registry
+) -> dict[str, str]:
     """How the run gets the credentials: SOURCE_USERNAME/PASSWORD, or REGISTRY_AUTH_FILE."""
     if request.param == "environment":
         return {"SOURCE_USERNAME": USER, "SOURCE_PASSWORD": PASSWORD}
@@ -345,7 +347,7 @@ def test_a_tampered_index_cannot_make_the_blob_check_delete_outside_the_cache(
     write_atomic(cache / ".hangar" / "status" / "a.json", status.to_json())
 
     for depth in ("size", "digest"):
-        result = invalidate_stale(cache, ["a"], depth)  # type: ignore[arg-type]
+        result = invalidate_stale(cache, ["a"], depth)
         assert victim.read_text() == "precious\n"
         assert result.removed_blobs == []
         write_atomic(cache / ".hangar" / "status" / "a.json", status.to_json())
