@@ -1,11 +1,19 @@
 # Save container images for air-gapped networks, as hangar v1.6 `save` does:
 # image list -> one skopeo job per image -> shared OCI cache -> archive.
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+# The hangar_save package, importable from a plain checkout too.
+sys.path.insert(0, workflow.basedir)
 
+from hangar_save.settings import schema_error_line
 
-validate(config, "schemas/config.schema.yaml", set_default=True)
+try:
+    validate(config, "schemas/config.schema.yaml", set_default=True)
+except WorkflowError as error:  # one line naming the key, not the whole schema
+    raise WorkflowError(f"config: {schema_error_line(error)}") from None
 
 
 include: "rules/common.smk"

@@ -1,9 +1,5 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-import sys
-from pathlib import Path
-
-sys.path.insert(0, workflow.basedir)
 
 from hangar_save.cachecheck import invalidate_stale
 from hangar_save.imagelist import ImageListError, read_image_list
