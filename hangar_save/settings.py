@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,9 @@ class Settings:
         if ":" in str(cache.absolute()):
             raise ConfigError(f"cache: the path may not contain ':' (skopeo syntax): {cache}")
         _check_apart(workdir / cache, workdir / destination)
+        _check_list_spared(
+            workdir / config["file"], workdir / config["failed"], workdir / destination, compress
+        )
         _check_writable_dir("cache", workdir / cache)
         _check_writable_parent("destination", workdir / destination)
         _check_writable_parent("failed", workdir / config["failed"])
@@ -91,6 +95,28 @@ def _check_apart(cache: Path, destination: Path) -> None:
         raise ConfigError(
             f"destination: {destination} overlaps the cache {cache}; choose another path"
         )
+
+
+def _check_list_spared(image_list: Path, failed: Path, destination: Path, compress: str) -> None:
+    """No output may be written over the image list, nor the failed list over the archive."""
+    image_list, failed, destination = image_list.resolve(), failed.resolve(), destination.resolve()
+
+    def archived(path: Path) -> bool:
+        if path == destination or path == destination.with_name(destination.name + ".sha256"):
+            return True
+        if compress == "dir":
+            return destination in path.parents
+        part = re.fullmatch(re.escape(destination.name) + r"\.part[0-9]+", path.name)
+        return path.parent == destination.parent and part is not None
+
+    if failed == image_list:
+        raise ConfigError(f"failed: {failed} is the image list; choose another file")
+    if archived(image_list):
+        raise ConfigError(
+            f"destination: the archive {destination} would overwrite the image list {image_list}"
+        )
+    if archived(failed):
+        raise ConfigError(f"failed: {failed} is part of the archive {destination}")
 
 
 def _check_writable_dir(key: str, path: Path) -> None:
