@@ -147,8 +147,21 @@ def schema_error_line(error: BaseException) -> str:
             getattr(candidate, "absolute_path", None),
             getattr(candidate, "message", None),
         )
-        if path is not None and isinstance(message, str):
-            key = ".".join(str(part) for part in path) or "config"
-            return f"{key}: {message}"
+        if path is None or not isinstance(message, str):
+            continue
+        validator, instance = (
+            getattr(candidate, "validator", ""),
+            getattr(candidate, "instance", {}),
+        )
+        if validator == "additionalProperties" and isinstance(instance, dict):
+            known = list(getattr(candidate, "schema", {}).get("properties", {}))
+            unknown = [str(key) for key in instance if key not in known]
+            return f"{', '.join(unknown)}: unknown key; the keys are {', '.join(known)}"
+        if validator == "required" and isinstance(instance, dict):
+            wanted = getattr(candidate, "validator_value", [])
+            missing = [str(key) for key in wanted if key not in instance]
+            return f"{', '.join(missing)}: required, but not given"
+        key = ".".join(str(part) for part in path) or "config"
+        return f"{key}: {message}"
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
