@@ -180,11 +180,26 @@ def credentials_file(registry: str, environ: dict[str, str] | None = None) -> It
     auths: dict[str, dict[str, str]] = {}
     existing = env.get("REGISTRY_AUTH_FILE", "")
     if existing and Path(existing).is_file():
-        auths.update(json.loads(Path(existing).read_text()).get("auths", {}))
+        auths.update(_read_auths(Path(existing)))
     auths[registry] = registry_auth_entry(username, password)
     content = json.dumps({"auths": auths}).encode()
     with _private_file(content) as path:
         yield path
+
+
+def _read_auths(path: Path) -> dict[str, dict[str, str]]:
+    """The ``auths`` of an auth file; errors name the file and never quote its content."""
+    try:
+        document = json.loads(path.read_bytes())
+    except ValueError as error:
+        where = f" (line {error.lineno})" if isinstance(error, json.JSONDecodeError) else ""
+        raise InfrastructureError(
+            f"REGISTRY_AUTH_FILE {path}: not a JSON auth file{where}"
+        ) from None
+    auths = document.get("auths", {}) if isinstance(document, dict) else None
+    if not isinstance(auths, dict):
+        raise InfrastructureError(f'REGISTRY_AUTH_FILE {path}: expected {{"auths": {{...}}}}')
+    return auths
 
 
 @contextmanager
