@@ -29,7 +29,7 @@ from workflow import entries_by_source, run_workflow, snakemake_command, write_l
 
 from hangar_save.archive import ArchiveError, select
 from hangar_save.cachecheck import invalidate_stale
-from hangar_save.skopeo import credentials_file
+from hangar_save.skopeo import InfrastructureError, credentials_file
 from hangar_save.status import ImageStatus, SavedPlatform, write_atomic
 
 USER, PASSWORD = AUTH_CREDENTIALS
@@ -400,6 +400,31 @@ def test_the_credentials_file_lives_in_memory_only(
             os.fstat(int(path.removeprefix("/dev/fd/")))
     else:
         assert not Path(path).exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"auths": {"r": {"auth": "' + base64.b64encode(f"{USER}:{PASSWORD}".encode()) + b'"}',
+        b'{"auths": "' + PASSWORD.encode() + b'"}',
+        PASSWORD.encode() + b"\xff",
+    ],
+    ids=["cut short", "auths not a mapping", "not JSON at all"],
+)
+def test_a_broken_auth_file_is_named_and_never_quoted(tmp_path: Path, content: bytes) -> None:
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_bytes(content)
+    env = {
+        "SOURCE_USERNAME": USER,
+        "SOURCE_PASSWORD": "other",
+        "REGISTRY_AUTH_FILE": str(auth_file),
+    }
+    with pytest.raises(InfrastructureError) as raised, credentials_file("r", env):
+        pass
+    message = str(raised.value)
+    assert message.startswith(f"REGISTRY_AUTH_FILE {auth_file}: ")
+    assert "\n" not in message
+    assert leaks_in(message.encode(), secret_forms(USER, PASSWORD)) == []
 
 
 @pytest.mark.slow
