@@ -438,24 +438,23 @@ def test_sigkill_at_random_points_then_the_same_command_completes(
     assert kills, "no kill landed during the copies"
     assert len(statuses(cache)) < len(repos), "the copies ended before the kills"
 
-    # During the archive: when its first temporary part appears, or a little later.
-    for attempt in range(4):
-        process = run_in_background(
-            workdir, {**config, "part_size": f"{1 + attempt}M"}, "--cores", "2"
-        )
+    def writing() -> bool:
+        return any(workdir.glob(".saved-images.tar.gz*.tmp-*"))
 
-        def writing() -> bool:
-            return any(workdir.glob(".saved-images.tar.gz*.tmp-*"))
-
-        caught = wait_for(writing, process, 180)
-        time.sleep(rng.uniform(0, 0.03))
-        kill_group(process)
-        assert_nothing_half_done_looks_complete(workdir)
-        if caught:
-            break
-    else:
+    def kill_while_archiving() -> None:
+        """Kill when the first temporary part appears, or a little later. A new part size
+        makes the next attempt rebuild the archive, if one was written before the kill."""
+        for size in ("1M", "2M", "3M", "4M"):
+            process = run_in_background(workdir, {**config, "part_size": size}, "--cores", "2")
+            caught = wait_for(writing, process, 180)
+            time.sleep(rng.uniform(0, 0.03))
+            kill_group(process)
+            assert_nothing_half_done_looks_complete(workdir)
+            if caught:
+                return
         pytest.fail("the archive was always written before the kill could land")
 
+    kill_while_archiving()
     done = run_workflow(workdir, config, "--cores", "2")
     assert "Traceback" not in done.stderr
     assert_save_complete(workdir, repos, registry.host)
@@ -466,11 +465,7 @@ def test_sigkill_at_random_points_then_the_same_command_completes(
     repos.append("rancher/kill-late")
     push_many(registry.host, repos[-1:], layer_size=2 << 20, base_seed="kill")
     write_list(workdir, [f"{registry.host}/{repo}:1" for repo in repos])
-    process = run_in_background(workdir, config, "--cores", "2")
-    assert wait_for(writing, process, 180), "the archive was rebuilt before the kill"
-    time.sleep(rng.uniform(0, 0.03))
-    kill_group(process)
-    assert_nothing_half_done_looks_complete(workdir)
+    kill_while_archiving()
     run_workflow(workdir, config, "--cores", "2")
     assert_save_complete(workdir, repos, registry.host)
 
