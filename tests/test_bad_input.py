@@ -96,7 +96,7 @@ class Case:
     expect: tuple[str, ...]
     image_list: bytes = GOOD
     config: dict[str, Any] = field(default_factory=dict)
-    setup: str = ""  # extra preparation, by name (see prepared())
+    setup: str = ""  # extra preparation, by name (see run_case())
     by_schema: bool = False  # refused by the JSON schema, not by Settings
 
     def param(self) -> Any:

@@ -40,6 +40,8 @@ from support.images import LINUX_AMD64, LINUX_ARM64_V8, ImageKind, PushedImage, 
 from support.registry import Registry
 from workflow import entries_by_source, run_workflow, saved_list, snakemake_command, write_list
 
+pytestmark = pytest.mark.slow  # every test here runs the workflow against a registry
+
 HEX64 = re.compile(r"[0-9a-f]{64}")
 RETRY_LINE = re.compile(r"retry (\d+)/(\d+) in ([0-9.]+)s after transient error")
 BLOB_GET = re.compile(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP')
@@ -414,7 +416,6 @@ def assert_nothing_half_done_looks_complete(workdir: Path) -> None:
     assert not failed.exists() or failed.read_text().endswith("\n")
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_points_then_the_same_command_completes(
     workdir: Path, registry: Registry
 ) -> None:
@@ -627,7 +628,6 @@ def add_tags(host: str, repo: str, tag: str, new_tags: list[str]) -> None:
             assert response.status == 201, response.status
 
 
-@pytest.mark.slow
 def test_two_thousand_lines_at_twenty_jobs_save_every_platform(
     workdir: Path, registry: Registry
 ) -> None:

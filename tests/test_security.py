@@ -143,6 +143,7 @@ def test_credentials_appear_nowhere_after_a_run(
     assert (workdir / ".snakemake").is_dir()  # searched above, with the logs and metadata
 
 
+@pytest.mark.slow
 def test_a_wrong_password_is_an_auth_failure_recorded_for_each_image(
     workdir: Path, auth_registry: Registry, private_image: PushedImage
 ) -> None:
@@ -217,6 +218,7 @@ TLS_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", TLS_CASES.values(), ids=TLS_CASES.keys())
 def test_tls_certificates_are_verified_unless_switched_off(
     workdir: Path,
@@ -243,6 +245,7 @@ def test_tls_certificates_are_verified_unless_switched_off(
     assert entries_by_source(cache) == {}
 
 
+@pytest.mark.slow
 def test_verifying_tls_against_a_plain_http_registry_fails_at_once(
     workdir: Path, registry: Registry
 ) -> None:
@@ -257,6 +260,7 @@ def test_verifying_tls_against_a_plain_http_registry_fails_at_once(
     assert status["retries"] == 0
 
 
+@pytest.mark.slow
 def test_auth_and_tls_together(workdir: Path, registry_factory: Any) -> None:
     secured = registry_factory(htpasswd=AUTH_CREDENTIALS, tls=True)
     image = push_image(
