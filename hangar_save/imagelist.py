@@ -156,6 +156,9 @@ def parse_image_list(text: str, path: str = "<list>", source: str = "") -> list[
     Every bad line is reported at once, as ``path:line: reason: 'text'``.
     """
     by_ref: dict[ImageRef, tuple[list[str], list[int]]] = {}
+    # Saved folders and hangar load's tags are named by source and tag alone: two references
+    # that differ only in their pinned digest would be two jobs writing the same folders.
+    by_tag: dict[tuple[str, str], tuple[ImageRef, int]] = {}
     errors: list[str] = []
     # Lines end at "\n" only (a "\r" before it is trimmed): str.splitlines() would also break
     # at form feeds, U+2028 and other separators, hiding them and shifting every line number
@@ -173,6 +176,13 @@ def parse_image_list(text: str, path: str = "<list>", source: str = "") -> list[
             ref = parse_reference(line, source)
         except ValueError as error:
             errors.append(f"{path}:{number}: {error}: {line!r}")
+            continue
+        other, first = by_tag.setdefault((ref.source, ref.tag), (ref, number))
+        if other != ref:
+            errors.append(
+                f"{path}:{number}: {ref.source}:{ref.tag} is already named by line {first}, "
+                f"pinned to another digest (a tag is saved once): {line!r}"
+            )
             continue
         lines, numbers = by_ref.setdefault(ref, ([], []))
         if line not in lines:
