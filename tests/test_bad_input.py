@@ -157,6 +157,11 @@ LIST_CASES = [
         GOOD + f"{NOWHERE}/rancher/app@sha256:{'0' * 64}\n".encode(),
     ),
     Case(
+        "one tag pinned to two digests",
+        ("images.txt:2:", "already named by line 1"),
+        GOOD + f"{NOWHERE}/rancher/ok:1@sha256:{'a' * 64}\n".encode(),
+    ),
+    Case(
         "line numbers survive separators",
         ("images.txt:3:", "lower-case"),
         GOOD + "# U+2028 \u2028 in a comment\nBAD/app:1\n".encode(),
