@@ -129,15 +129,19 @@ def invalidate_stale(
 
 
 def remove_leftovers(cache: Path) -> list[str]:
-    """Delete what killed jobs left in ``.hangar/tmp``: partial layouts nothing refers to."""
-    directory = tmp_dir(cache)
+    """Delete what killed jobs left: partial layouts in ``.hangar/tmp`` and unfinished status
+    files (``.<id>.json.*.tmp``), which nothing refers to."""
     removed: list[str] = []
-    if not directory.is_dir():
-        return removed
-    for path in sorted(directory.iterdir()):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+    directory = tmp_dir(cache)
+    if directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path.name)
+    if status_dir(cache).is_dir():
+        for path in sorted(status_dir(cache).glob(".*.tmp")):
             path.unlink(missing_ok=True)
-        removed.append(path.name)
+            removed.append(path.name)
     return removed

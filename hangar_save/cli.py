@@ -868,13 +868,13 @@ def report(
             f"({tally.saved} image(s) are saved in {settings.cache})"
         )
         return 128 + signals[0]
+    log_text = context.log_path.read_text(errors="replace") if returncode != 0 else ""
+    if tally.saved == 0 and (returncode == 0 or "nothing was saved" in log_text):
+        error(f"no image was saved (see {settings.failed} and the reasons above)")
+        return EXIT_FAILED
     if returncode != 0:
-        log_text = context.log_path.read_text(errors="replace")
         error(explain_failure(log_text, returncode))
         error(f"the save did not finish; Snakemake's log: {context.log_path}")
-        return EXIT_FAILED
-    if tally.saved == 0:
-        error(f"no image was saved (see {settings.failed} and the reasons above)")
         return EXIT_FAILED
     say(archive_description(settings))
     return EXIT_OK

@@ -22,3 +22,8 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821
         f"{summary.skipped} without a platform matching arch/os",
         file=log,
     )
+if summary.saved_images == 0:  # as hangar: an archive of nothing is a failed save
+    sys.exit(
+        f"nothing was saved: {summary.failed} image(s) failed (listed in {params.failed}), "
+        f"{summary.skipped} without a platform matching arch/os"
+    )
