@@ -233,7 +233,7 @@ environment:
   REGISTRY_AUTH_FILE   skopeo auth file used when SOURCE_USERNAME/SOURCE_PASSWORD are unset
 
 Snakemake options after `--` are passed on unchanged, e.g. to run on a cluster:
-  {PROGRAM} save -f list.txt -- --profile profiles/slurm --executor slurm
+  {PROGRAM} save -f list.txt -- --profile <checkout>/profiles/slurm (a copy you edited)
 
 exit status: 0 when at least one image was saved (failed images are listed in the failed file
 and summarised at the end); 1 when nothing was saved, on bad flags or when skopeo is missing;
@@ -604,7 +604,13 @@ def write_config_file(path: Path, config: Mapping[str, Any]) -> None:
     write_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False))
 
 
+CLUSTER_OPTIONS = ("--profile", "--executor", "-e", "--workflow-profile")
+
+
 def snakemake_command(config_path: Path, jobs: int, extra: Sequence[str]) -> list[str]:
+    """The Snakemake call; with a profile or executor after ``--``, its job counts apply."""
+    on_cluster = any(word.split("=")[0] in CLUSTER_OPTIONS for word in extra)
+    counts = [] if on_cluster else ["--cores", str(jobs), "--jobs", str(jobs)]
     return [
         sys.executable,
         "-m",
@@ -615,10 +621,7 @@ def snakemake_command(config_path: Path, jobs: int, extra: Sequence[str]) -> lis
         str(Path.cwd()),
         "--configfile",
         str(config_path),
-        "--cores",
-        str(jobs),
-        "--jobs",
-        str(jobs),
+        *counts,
         *extra,
     ]
 

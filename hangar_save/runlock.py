@@ -31,6 +31,12 @@ def hold_run_lock(cache: str | Path) -> IO[str]:
         raise RunLockError(
             f"{path}: the cache is in use by a running save ({holder}); wait for it to finish"
         ) from None
+    except OSError as error:  # e.g. Lustre without -o flock (ENOSYS), some NFS (ENOLCK)
+        handle.close()
+        raise RunLockError(
+            f"{path}: this file system cannot lock files ({error.strerror}); put the cache on "
+            "one that can (local disk, NFSv4, Lustre mounted with -o flock)"
+        ) from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()

@@ -10,7 +10,7 @@ rule archive:
         "logs/archive.log",
     conda:
         "../envs/hangar-save.yaml"
-    threads: workflow.cores
+    threads: 8  # scaled down to --cores locally; profiles/slurm sets it for clusters
     params:
         cache=CACHE,
         destination=SETTINGS.destination,

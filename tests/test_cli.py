@@ -339,7 +339,7 @@ def test_help_names_every_flag_and_the_jobs_default(workdir: Path) -> None:
     for flag in flags.split(" "):
         assert flag in done.stdout
     assert f"(default {cli.DEFAULT_JOBS}; hangar's default is 1" in done.stdout
-    assert "-- --profile profiles/slurm --executor slurm" in done.stdout
+    assert "-- --profile <checkout>/profiles/slurm" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -659,3 +659,13 @@ def test_hangar_dispatches_the_other_commands(command: str) -> None:
     done = subprocess.run(["hangar", command, "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout.startswith(f"usage: hangar {command} ")
+
+
+def test_a_profile_after_the_separator_keeps_its_own_job_counts() -> None:
+    from hangar_save.cli import snakemake_command
+
+    local = snakemake_command(Path("c.yaml"), 7, [])
+    assert local[local.index("--cores") + 1] == "7" and "--jobs" in local
+    cluster = snakemake_command(Path("c.yaml"), 7, ["--profile", "my-slurm"])
+    assert "--cores" not in cluster and "--jobs" not in cluster
+    assert cluster[-2:] == ["--profile", "my-slurm"]
