@@ -33,7 +33,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,8 +42,8 @@ import jsonschema
 import yaml
 
 import hangar_save
+import hangar_save.plan as plan_module
 from hangar_save.imagelist import ImageListError, ListEntry, read_image_list
-from hangar_save.platforms import Platform, select
 from hangar_save.progress import (
     POLL_SECONDS,
     Display,
@@ -53,13 +52,11 @@ from hangar_save.progress import (
     PlainDisplay,
     StatusWatcher,
     archive_bytes,
-    human_size,
     summary_lines,
 )
-from hangar_save.save import list_platforms
 from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar_save.status import STATE_DIR, write_atomic
+from hangar_save.units import human_size
 
 PROGRAM = "hangar"
 REPO_ROOT = Path(hangar_save.__file__).resolve().parent.parent
@@ -490,88 +487,14 @@ def credential_warnings(environ: Mapping[str, str]) -> list[str]:
 # Dry run
 
 
-@dataclass
-class Plan:
-    """What a save would do with one image."""
-
-    reference: str
-    chosen: list[Platform] = field(default_factory=list)
-    others: list[Platform] = field(default_factory=list)
-    lacks: list[str] = field(default_factory=list)
-    problem: str = ""
-
-
-def plan_image(entry: ListEntry, settings: Settings) -> Plan:
-    """Resolve one image with ``skopeo inspect --raw`` and select its platforms; copy nothing."""
-    ref = entry.ref
-    plan = Plan(reference=str(ref))
-    try:
-        with credentials_file(ref.registry) as authfile:
-            skopeo = Skopeo(
-                tls_verify=settings.tls_verify,
-                cert_dir=settings.cert_dir,
-                authfile=authfile,
-                retry_times=settings.retry_times,
-                retry_delay=settings.retry_delay,
-                log=lambda _text: None,
-            )
-            available = list_platforms(skopeo, ref.pull_reference)
-    except (ImageError, InfrastructureError, OSError, ValueError) as problem:
-        plan.problem = str(problem)
-        return plan
-    plan.chosen = select(available, settings.arch, settings.os)
-    plan.others = [p for p in available if p not in plan.chosen]
-    plan.lacks = [a for a in settings.arch if all(p.architecture != a for p in plan.chosen)]
-    return plan
-
-
-def _platform_text(platform: Platform) -> str:
-    return "/".join(part for part in (platform.os, platform.architecture, platform.variant) if part)
-
-
-def plan_table(plans: Sequence[Plan], settings: Settings) -> list[str]:
-    header = ("IMAGE", "SAVE", "LACKS ARCH", "NOT SELECTED", "NOTE")
-    rows = []
-    for plan in plans:
-        if plan.problem:
-            note = f"would fail: {plan.problem}"
-        elif not plan.chosen:
-            note = "would fail" if settings.no_arch_os_fail else "skipped: no matching platform"
-        else:
-            note = ""
-        rows.append(
-            (
-                plan.reference,
-                ", ".join(_platform_text(p) for p in plan.chosen) or "-",
-                ", ".join(plan.lacks) if not plan.problem and plan.lacks else "-",
-                ", ".join(_platform_text(p) for p in plan.others) or "-",
-                note,
-            )
-        )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in [header, *rows]
-    ]
-
-
 def dry_run(settings: Settings, entries: Sequence[ListEntry], jobs: int) -> int:
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        plans = list(pool.map(lambda entry: plan_image(entry, settings), entries))
-    for line in plan_table(plans, settings):
+    """``hangar plan``'s table and totals (manifests only: nothing is copied)."""
+    plan = plan_module.make_plan(settings, entries, jobs)
+    for line in plan_module.table_lines(plan):
         say(line.rstrip(), sys.stdout)
-    saved = [p for p in plans if p.chosen and not p.problem]
-    unreadable = sum(1 for p in plans if p.problem)
-    no_match = sum(1 for p in plans if not p.problem and not p.chosen)
-    say(
-        f"dry run: {len(saved)} of {len(plans)} images would be saved "
-        f"({sum(len(p.chosen) for p in saved)} platforms); {unreadable} cannot be read; "
-        f"{no_match} have no platform matching --arch {','.join(settings.arch)} "
-        f"--os {','.join(settings.os)}"
-    )
-    if not saved:
+    for line in plan_module.summary_lines(plan):
+        say(line)
+    if not any(image.state == "save" for image in plan.images):
         error("no image would be saved")
         return EXIT_FAILED
     return EXIT_OK

@@ -44,6 +44,7 @@ from hangar_save.platforms import (
 )
 from hangar_save.settings import ConfigError, Settings
 from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
+from hangar_save.units import human_size
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 DEFAULT_CSV = "save-plan.csv"
@@ -331,15 +332,6 @@ def make_plan(settings: Settings, entries: Sequence[ListEntry], jobs: int = DEFA
 
 
 # --- output -----------------------------------------------------------------------------------
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def csv_rows(plan: Plan) -> list[dict[str, str | int]]:

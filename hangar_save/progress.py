@@ -20,19 +20,10 @@ from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
 from hangar_save.status import ImageStatus, status_dir
+from hangar_save.units import human_size
 
 POLL_SECONDS = 0.5
 Phase = Literal["save", "archive"]
-
-
-def human_size(size: int) -> str:
-    """Bytes in 1024-based units: ``512 B``, ``4.0 KiB``, ``1.3 GiB``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

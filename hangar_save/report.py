@@ -25,6 +25,7 @@ import pandas as pd
 
 from hangar_save.imagelist import ImageListError, read_image_list
 from hangar_save.status import ImageStatus, status_dir, write_atomic
+from hangar_save.units import human_size
 
 CHART_MAX_ROWS = 60
 COLUMNS = (
@@ -53,15 +54,6 @@ TABLE_HEADINGS = {
 BYTES_COLOUR = "#2563eb"
 SECONDS_COLOUR = "#d97706"
 FAILED_COLOUR = "#dc2626"
-
-
-def human_size(size: float) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

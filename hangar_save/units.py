@@ -44,3 +44,13 @@ def default_destination(destination: str, compress: str) -> str:
     if compress != "dir" and "." not in destination:
         return destination + SUFFIXES[compress]
     return destination
+
+
+def human_size(size: float) -> str:
+    """Bytes in 1024-based units: ``512 B``, ``4.0 KiB``, ``1.3 GiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -41,6 +41,7 @@ import zstandard
 from isal import igzip
 
 from hangar_save.platforms import Platform
+from hangar_save.units import human_size
 
 TOP_DIR = "saved-image-cache"
 LIST_NAME = "saved-images-list.json"
@@ -840,15 +841,6 @@ def _check_dir_checksums(
             f"{len(extra)} file(s) in {target.dest.name}/ are not in {target.checksums.name}, "
             f"e.g. {extra[0]}"
         )
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def summary(result: Result) -> str:

@@ -533,15 +533,19 @@ def test_dry_run_shows_platforms_without_copying(
     write_list(workdir, *(sample_images[n].ref for n in names), f"{registry.host}/no/such:1")
     done = run_hangar(workdir, "save", "-f", "images.txt", "--tls-verify=false", "--dry-run")
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
-    assert rows["IMAGE"].split() == ["IMAGE", "SAVE", "LACKS", "ARCH", "NOT", "SELECTED", "NOTE"]
-    nginx = rows[sample_images["library/nginx:1.25"].ref].split()
-    assert nginx[1:5] == ["linux/amd64,", "linux/arm64/v8", "-", "linux/arm/v7"]
-    busybox = rows[sample_images["rancher/busybox:1.36"].ref].split()
-    assert busybox[1:5] == ["linux/amd64", "arm64", "linux/arm/v7,", "linux/s390x"]
-    assert "skipped: no matching platform" in rows[sample_images["rancher/s390x-only:1.0"].ref]
-    assert "would fail: " in rows[f"{registry.host}/no/such:1"]
-    assert "dry run: 2 of 4 images would be saved (3 platforms)" in done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()}
+    assert rows["IMAGE"] == ["IMAGE", "DIGEST", "AVAILABLE", "SELECTED", "MISSING", "SIZE",
+                             "DOWNLOAD", "NOTE"]  # fmt: skip
+    nginx = rows[sample_images["library/nginx:1.25"].ref]
+    assert nginx[2:8] == ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/amd64",
+                          "linux/arm64/v8", "-"]  # fmt: skip
+    busybox = rows[sample_images["rancher/busybox:1.36"].ref]
+    assert busybox[2:7] == ["linux/amd64", "linux/arm/v7", "linux/s390x", "linux/amd64", "arm64"]
+    assert "no platform matches arch/os" in " ".join(
+        rows[sample_images["rancher/s390x-only:1.0"].ref]
+    )
+    assert "manifest unknown" in " ".join(rows[f"{registry.host}/no/such:1"])
+    assert "images: 4 in the list, 2 to save (3 platforms), 1 cannot be read" in done.stderr
     assert not (workdir / "saved-image-cache").exists() and not (workdir / ".snakemake").exists()
 
     write_list(workdir, f"{registry.host}/no/such:1")
