@@ -140,6 +140,8 @@ class Skopeo:
                 ) from None
             if done.returncode == 0:
                 return done.stdout
+            if done.returncode < 0:  # Ctrl-C or a kill reached skopeo: stop, record nothing
+                raise InfrastructureError(f"skopeo was stopped by signal {-done.returncode}")
             stderr = done.stderr.decode(errors="replace")
             kind = classify(stderr)
             reason = last_error_line(stderr)

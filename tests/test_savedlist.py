@@ -9,7 +9,13 @@ import pytest
 from hangar_save.imagelist import parse_image_list
 from hangar_save.savedlist import gather, list_entry, write_failed_list, write_saved_list
 from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import classify, credentials_file, last_error_line
+from hangar_save.skopeo import (
+    InfrastructureError,
+    Skopeo,
+    classify,
+    credentials_file,
+    last_error_line,
+)
 from hangar_save.status import ImageStatus, SavedPlatform
 
 AMD64 = SavedPlatform("sha256:1", "amd64", "linux", "f1")
@@ -160,3 +166,13 @@ def test_settings_defaults_and_suffix_rules(tmp_path: Path) -> None:
 def test_settings_errors_name_the_key(tmp_path: Path, override: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: "):
         Settings.from_config({**BASE_CONFIG, **override}, tmp_path)
+
+
+def test_skopeo_killed_by_a_signal_stops_the_job_without_retries(tmp_path: Path) -> None:
+    fake = tmp_path / "skopeo"
+    fake.write_text("#!/bin/sh\nkill -TERM $$\n")
+    fake.chmod(0o755)
+    skopeo = Skopeo(executable=str(fake), retry_times=3, retry_delay=0, log=lambda _: None)
+    with pytest.raises(InfrastructureError, match="stopped by signal 15"):
+        skopeo.inspect_raw("r/x:1")
+    assert skopeo.retries_used == 0
