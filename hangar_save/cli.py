@@ -527,7 +527,7 @@ def write_config_file(path: Path, config: Mapping[str, Any]) -> None:
     write_atomic(path, header + yaml.safe_dump(dict(config), sort_keys=False))
 
 
-CLUSTER_OPTIONS = ("--profile", "--executor", "-e", "--workflow-profile")
+CLUSTER_OPTIONS = ("--profile", "--executor", "-e")
 
 
 def snakemake_command(config_path: Path, jobs: int, extra: Sequence[str]) -> list[str]:

@@ -115,3 +115,31 @@ def update_outputs(
     write_saved_list(saved_list, saved)
     write_failed_list(failed, failed_lines)
     return summary
+
+
+class NothingSavedError(RuntimeError):
+    """No image of the list was saved: like hangar, the save fails."""
+
+
+def run_job(params: Any, status_files: Iterable[str], saved_list: str, log_path: str) -> Summary:
+    """The saved-list job: write both lists, log a summary, fail when nothing was saved.
+
+    ``params`` carries the rule's ``image_list``, ``source`` and ``failed``.
+    """
+    failed = Path(params.failed)
+    summary = update_outputs(
+        Path(params.image_list),
+        params.source,
+        [Path(path) for path in status_files],
+        Path(saved_list),
+        failed,
+    )
+    text = (
+        f"saved {summary.saved_images} image(s), {summary.saved_platforms} platform(s); "
+        f"{summary.failed} failed (listed in {failed}); "
+        f"{summary.skipped} without a platform matching arch/os"
+    )
+    Path(log_path).write_text(text + "\n")
+    if summary.saved_images == 0:
+        raise NothingSavedError(f"nothing was saved: {text}")
+    return summary

@@ -1,10 +1,10 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-
 from hangar_save.cachecheck import invalidate_stale
 from hangar_save.imagelist import ImageListError, read_image_list
 from hangar_save.runlock import RunLockError, hold_run_lock
 from hangar_save.save import JobOptions, run_job
+from hangar_save.savedlist import run_job as write_saved_lists
 from hangar_save.settings import ConfigError, Settings
 from hangar_save.status import status_dir
 

@@ -35,11 +35,9 @@ rule saved_list:
     log:
         "logs/saved_list.log",
     localrule: True
-    conda:
-        "../envs/hangar-save.yaml"
     params:
         image_list=SETTINGS.file,
         source=SETTINGS.source,
         failed=SETTINGS.failed,
-    script:
-        "../scripts/saved_list.py"
+    run:
+        write_saved_lists(params, input, output.saved_list, log[0])
