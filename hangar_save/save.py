@@ -1,8 +1,9 @@
 """Save one image: inspect it, select its platforms, copy each into its own OCI layout.
 
 The workflow runs ``run_job`` once per image, in a thread of Snakemake's own process (no
-interpreter start per image; on a cluster, in the job's Snakemake). Image-level problems are recorded in the status file and the job succeeds; only
-infrastructure errors (no skopeo, disk full, unwritable cache) make it fail.
+interpreter start per image; on a cluster, in the job's Snakemake). Image-level problems are
+recorded in the status file and the job succeeds; only infrastructure errors (no skopeo, disk
+full, unwritable cache) make it fail.
 """
 
 from __future__ import annotations
