@@ -43,7 +43,13 @@ from hangar_save.platforms import (
     single_platform,
 )
 from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
+from hangar_save.skopeo import (
+    ImageError,
+    InfrastructureError,
+    Skopeo,
+    credentials_file,
+    credentials_registry,
+)
 from hangar_save.units import human_size
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -215,11 +221,11 @@ def resolve(
     return plan
 
 
-def plan_image(entry: ListEntry, settings: Settings) -> ImagePlan:
+def plan_image(entry: ListEntry, settings: Settings, credentials: str = "") -> ImagePlan:
     """Resolve one list entry with its own skopeo (and credentials); errors become its problem."""
     ref = entry.ref
     try:
-        with credentials_file(ref.registry) as authfile:
+        with credentials_file(ref.registry, for_registry=credentials) as authfile:
             skopeo = Skopeo(
                 tls_verify=settings.tls_verify,
                 cert_dir=settings.cert_dir,
@@ -325,7 +331,8 @@ def measure_space(settings: Settings, download: int, archive: int) -> list[Space
 def make_plan(settings: Settings, entries: Sequence[ListEntry], jobs: int = DEFAULT_JOBS) -> Plan:
     """Resolve every image (``jobs`` at a time) and count the bytes."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        images = list(pool.map(lambda entry: plan_image(entry, settings), entries))
+        credentials = credentials_registry(settings.source, (e.ref.registry for e in entries))
+        images = list(pool.map(lambda entry: plan_image(entry, settings, credentials), entries))
     plan = Plan(images, settings)
     count(plan)
     return plan

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hangar_save.imagelist import parse_reference
+from hangar_save.imagelist import ImageRef
 from hangar_save.platforms import (
     Platform,
     index_platforms,
@@ -36,14 +36,31 @@ def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
     raw = skopeo.inspect_raw(reference)
     try:
         manifest = json.loads(raw)
-    except ValueError:
-        raise ImageError("the registry returned a manifest that is not JSON") from None
-    if is_index(manifest):
-        return index_platforms(manifest)
-    if is_schema1(manifest):
-        return [schema1_platform(raw)]
-    config = json.loads(skopeo.inspect_raw(reference, config=True))
-    return [single_platform(raw, config)]
+        if is_index(manifest):
+            return index_platforms(manifest)
+        if is_schema1(manifest):
+            return [schema1_platform(raw)]
+        config = json.loads(skopeo.inspect_raw(reference, config=True))
+        return [single_platform(raw, config)]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ImageError(
+            f"the registry returned a malformed manifest or config ({error!r})"
+        ) from None
+
+
+def one_per_folder(
+    platforms: list[Platform], source: str, tag: str, log: Callable[[str], None]
+) -> list[Platform]:
+    """Platforms whose copied tags collide (amd64 and arm64 drop their variant) share a folder:
+    keep the first, as the folder can hold only one."""
+    kept: dict[str, Platform] = {}
+    for platform in platforms:
+        folder = platform.folder(source, tag)
+        if folder in kept:
+            log(f"WARNING: {platform} has the same copied tag as {kept[folder]}: not saved")
+            continue
+        kept[folder] = platform
+    return list(kept.values())
 
 
 def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
@@ -93,7 +110,7 @@ def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, 
 
 
 def save_image(
-    reference: str,
+    ref: ImageRef,
     cache: Path,
     arch: list[str],
     os_names: list[str],
@@ -101,12 +118,12 @@ def save_image(
     skopeo: Skopeo,
     log: Callable[[str], None],
 ) -> ImageStatus:
-    ref = parse_reference(reference)
+    reference = str(ref)
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
     started = time.monotonic()
     try:
         available = list_platforms(skopeo, ref.pull_reference)
-        chosen = select(available, arch, os_names)
+        chosen = one_per_folder(select(available, arch, os_names), ref.source, ref.tag, log)
         status.available = [str(p) for p in available]
         status.missing = [str(p) for p in available if p not in chosen]
         if not chosen:
@@ -146,6 +163,7 @@ class JobOptions:
     """How image jobs reach the registry; unlike arch/os, changing these re-saves nothing."""
 
     cache: Path
+    credentials_registry: str = "docker.io"  # the registry SOURCE_USERNAME/PASSWORD are for
     tls_verify: bool = True
     cert_dir: str = ""
     retry_times: int = 3
@@ -153,7 +171,7 @@ class JobOptions:
 
 
 def run_job(
-    reference: str,
+    ref: ImageRef,
     arch: list[str],
     os_names: list[str],
     no_arch_os_fail: bool,
@@ -167,13 +185,12 @@ def run_job(
     the job fails and the run stops.
     """
     cache = options.cache.absolute()
-    registry = parse_reference(reference).registry
     with open(log_path, "w") as log_file:
 
         def log(message: str) -> None:
             print(message, file=log_file, flush=True)
 
-        with credentials_file(registry) as authfile:
+        with credentials_file(ref.registry, for_registry=options.credentials_registry) as authfile:
             skopeo = Skopeo(
                 tls_verify=options.tls_verify,
                 cert_dir=options.cert_dir,
@@ -182,8 +199,8 @@ def run_job(
                 retry_delay=options.retry_delay,
                 log=log,
             )
-            status = save_image(reference, cache, arch, os_names, no_arch_os_fail, skopeo, log)
+            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log)
         write_atomic(status_path, status.to_json())
         saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved) or "nothing"
-        log(f"{status.state.upper()} {reference}: saved {saved} in {status.seconds:.1f}s")
+        log(f"{status.state.upper()} {ref}: saved {saved} in {status.seconds:.1f}s")
     return status

@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,8 @@ class InfrastructureError(Exception):
 def classify(stderr: str) -> str:
     """``infrastructure``, ``permanent`` or ``transient``, from skopeo's error text."""
     text = stderr.lower()
+    if "denied:" in text or "unauthorized" in text:  # the registry's answer, not the disk's
+        return "permanent"
     if any(marker in text for marker in _INFRASTRUCTURE_MARKERS):
         return "infrastructure"
     if any(marker in text for marker in _PERMANENT_MARKERS):
@@ -164,9 +166,24 @@ def registry_auth_entry(username: str, password: str) -> dict[str, str]:
     return {"auth": token}
 
 
+def credentials_registry(source: str, registries: Iterable[str]) -> str:
+    """The one registry SOURCE_USERNAME/SOURCE_PASSWORD are for, as hangar logs in with them.
+
+    The ``source`` registry when set; else the list's registry when it names only one; else
+    Docker Hub. Other registries never see these credentials.
+    """
+    if source:
+        return source
+    named = set(registries)
+    return named.pop() if len(named) == 1 else "docker.io"
+
+
 @contextmanager
-def credentials_file(registry: str, environ: dict[str, str] | None = None) -> Iterator[str]:
-    """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set.
+def credentials_file(
+    registry: str, environ: Mapping[str, str] | None = None, for_registry: str = ""
+) -> Iterator[str]:
+    """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set
+    and they are ``for_registry``'s (default: ``registry``'s).
 
     Credentials go to a private in-memory file passed to skopeo as ``--authfile /dev/fd/N``:
     never on a command line, in a log, in Snakemake params or on disk, not even when the job is
@@ -176,7 +193,7 @@ def credentials_file(registry: str, environ: dict[str, str] | None = None) -> It
     """
     env = os.environ if environ is None else environ
     username, password = env.get("SOURCE_USERNAME", ""), env.get("SOURCE_PASSWORD", "")
-    if not (username and password):
+    if not (username and password) or registry != (for_registry or registry):
         yield env.get("REGISTRY_AUTH_FILE", "")
         return
     auths: dict[str, dict[str, str]] = {}

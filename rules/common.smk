@@ -6,6 +6,7 @@ from hangar_save.runlock import RunLockError, hold_run_lock
 from hangar_save.save import JobOptions, run_job
 from hangar_save.savedlist import run_job as write_saved_lists
 from hangar_save.settings import ConfigError, Settings
+from hangar_save.skopeo import credentials_registry
 from hangar_save.status import status_dir
 
 try:
@@ -23,6 +24,9 @@ ARCHIVE_RECORD = f"{SETTINGS.destination}.sha256"
 # How image jobs reach the registry. Not params: changing these must not re-save anything.
 JOB_OPTIONS = JobOptions(
     cache=CACHE,
+    credentials_registry=credentials_registry(
+        SETTINGS.source, (ref.registry for ref in IMAGES.values())
+    ),
     tls_verify=SETTINGS.tls_verify,
     cert_dir=SETTINGS.cert_dir,
     retry_times=SETTINGS.retry_times,

@@ -17,7 +17,7 @@ rule save_image:
         no_arch_os_fail=SETTINGS.no_arch_os_fail,
     run:
         run_job(
-            params.reference,
+            IMAGES[wildcards.image],
             list(params.arch),
             list(params.os),
             params.no_arch_os_fail,

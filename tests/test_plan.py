@@ -105,7 +105,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSkopeo:
     ).encode()
     skopeo = FakeSkopeo(answers)
 
-    def plan_image(entry: Any, settings: Settings) -> planner.ImagePlan:
+    def plan_image(entry: Any, settings: Settings, _credentials: str = "") -> planner.ImagePlan:
         try:
             return planner.resolve(skopeo, entry.ref, settings.arch, settings.os)  # type: ignore[arg-type]
         except ImageError as problem:

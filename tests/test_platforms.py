@@ -89,3 +89,15 @@ def test_single_manifest_platform_comes_from_its_config() -> None:
 def test_schema1_manifest() -> None:
     raw = json.dumps({"schemaVersion": 1, "architecture": "amd64"}).encode()
     assert schema1_platform(raw).architecture == "amd64"
+
+
+def test_colliding_copied_tags_keep_the_first_platform() -> None:
+    from hangar_save.save import one_per_folder
+
+    v2 = Platform("sha256:1", "linux", "amd64", "v2")
+    v3 = Platform("sha256:2", "linux", "amd64", "v3")
+    arm = Platform("sha256:3", "linux", "arm64", "v8")
+    warnings: list[str] = []
+    kept = one_per_folder([v2, v3, arm], "r/x", "1", warnings.append)
+    assert kept == [v2, arm]
+    assert len(warnings) == 1 and "linux/amd64/v3" in warnings[0]

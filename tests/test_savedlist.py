@@ -176,3 +176,21 @@ def test_skopeo_killed_by_a_signal_stops_the_job_without_retries(tmp_path: Path)
     with pytest.raises(InfrastructureError, match="stopped by signal 15"):
         skopeo.inspect_raw("r/x:1")
     assert skopeo.retries_used == 0
+
+
+def test_a_registry_refusal_is_never_taken_for_a_local_disk_error() -> None:
+    gcr = 'reading manifest latest in gcr.io/x/y: denied: Permission denied for "latest"'
+    assert classify(gcr) == "permanent"
+
+
+def test_env_credentials_go_to_one_registry_only() -> None:
+    from hangar_save.skopeo import credentials_registry
+
+    assert credentials_registry("mirror.local", ["a.io", "b.io"]) == "mirror.local"
+    assert credentials_registry("", ["reg:5000", "reg:5000"]) == "reg:5000"
+    assert credentials_registry("", ["reg:5000", "quay.io"]) == "docker.io"  # as hangar
+    env = {"SOURCE_USERNAME": "user", "SOURCE_PASSWORD": "s3cret"}
+    with credentials_file("quay.io", env, for_registry="reg:5000") as path:
+        assert path == ""  # skopeo's own auth files, not this password
+    with credentials_file("reg:5000", env, for_registry="reg:5000") as path:
+        assert "reg:5000" in json.loads(Path(path).read_text())["auths"]
