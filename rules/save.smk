@@ -11,6 +11,7 @@ rule save_image:
     resources:
         registry_pulls=1,
     params:
+        # what the image job saves: a change re-saves the image
         reference=image_reference,
         arch=SETTINGS.arch,
         os=SETTINGS.os,
