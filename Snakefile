@@ -5,10 +5,10 @@ import sys
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
-# The hangar_save package, importable from a plain checkout too.
+# The hangar package, importable from a plain checkout too.
 sys.path.insert(0, workflow.basedir)
 
-from hangar_save.settings import schema_error_line
+from hangar.settings import schema_error_line
 
 try:
     validate(config, "schemas/config.schema.yaml", set_default=True)

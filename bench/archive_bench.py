@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cachefactory import make_cache  # noqa: E402
 
-from hangar_save.archive import (  # noqa: E402
+from hangar.save.archive import (  # noqa: E402
     STATE_DIR,
     STATE_NAME,
     Compress,

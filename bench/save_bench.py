@@ -77,7 +77,7 @@ class PeakMemory:
         text = b" ".join(cmdline).decode(errors="replace")
         if pid == self.root_pid:
             return "snakemake main process"
-        if "hangar_save.save" in text:
+        if "hangar.save.image" in text:
             return "image job (python)"
         if text.startswith("skopeo"):
             return "image job (skopeo)"

@@ -1,13 +1,13 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-from hangar_save.cachecheck import invalidate_stale
-from hangar_save.imagelist import ImageListError, read_image_list
-from hangar_save.runlock import RunLockError, hold_run_lock
-from hangar_save.save import JobOptions, run_job
-from hangar_save.savedlist import run_job as write_saved_lists
-from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import credentials_registry
-from hangar_save.status import status_dir
+from hangar.save.cachecheck import invalidate_stale
+from hangar.imagelist import ImageListError, read_image_list
+from hangar.runlock import RunLockError, hold_run_lock
+from hangar.save.image import JobOptions, run_job
+from hangar.save.savedlist import run_job as write_saved_lists
+from hangar.settings import ConfigError, Settings
+from hangar.skopeo import credentials_registry
+from hangar.status import status_dir
 
 try:
     SETTINGS = Settings.from_config(config)

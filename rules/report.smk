@@ -9,7 +9,7 @@ VERIFY_COMMAND = shlex.join(
         f"PYTHONPATH={workflow.basedir}",
         sys.executable,
         "-m",
-        "hangar_save.verify",
+        "hangar.verify",
     ]
 )
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from hangar_save.archive import build_archive  # noqa: E402
+from hangar.save.archive import build_archive  # noqa: E402
 
 params = snakemake.params  # noqa: F821
 with open(snakemake.log[0], "w") as log:  # noqa: F821

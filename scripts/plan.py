@@ -5,9 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from hangar_save.imagelist import read_image_list  # noqa: E402
-from hangar_save.plan import make_plan, summary_lines, table_lines, write_csv  # noqa: E402
-from hangar_save.settings import Settings  # noqa: E402
+from hangar.imagelist import read_image_list  # noqa: E402
+from hangar.save.plan import make_plan, summary_lines, table_lines, write_csv  # noqa: E402
+from hangar.settings import Settings  # noqa: E402
 
 settings = Settings.from_config(snakemake.config)  # noqa: F821
 entries = read_image_list(settings.file, settings.source)

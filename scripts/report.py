@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from hangar_save.report import human_size, read_statuses, write_report  # noqa: E402
+from hangar.save.report import human_size, read_statuses, write_report  # noqa: E402
 
 statuses = read_statuses(Path(path) for path in snakemake.input.statuses)  # noqa: F821
 summary = write_report(

@@ -1,6 +1,6 @@
 """Build a synthetic, valid saved-image cache without a registry.
 
-Layout (see hangar_save.archive): one OCI layout per saved platform in `<cache>/<folder>/`, every
+Layout (see hangar.save.archive): one OCI layout per saved platform in `<cache>/<folder>/`, every
 blob in `<cache>/share/sha256/`, `saved-images-list.json` naming the folders. Layers are random
 (incompressible, like real gzipped layers); one base layer is shared by every image. Optional
 extras: a folder whose index.json points at an image index, stale folders/blobs not in the list, and

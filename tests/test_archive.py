@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cachefactory import SAVED_TIME, SyntheticCache, make_cache
 
-from hangar_save import archive
-from hangar_save.archive import ArchiveError, ArchiveResult, build_archive
+from hangar.save import archive
+from hangar.save.archive import ArchiveError, ArchiveResult, build_archive
 
 TOP = "saved-image-cache"
 SAVED_EPOCH = 1706503046  # 2024-01-29T12:37:26+08:00

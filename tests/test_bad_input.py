@@ -28,8 +28,8 @@ from support.images import PushedImage
 from support.registry import Registry
 from workflow import REPO, entries_by_source, run_workflow
 
-from hangar_save.imagelist import ImageListError, parse_image_list, read_image_list
-from hangar_save.settings import ConfigError, Settings, schema_error_line
+from hangar.imagelist import ImageListError, parse_image_list, read_image_list
+from hangar.settings import ConfigError, Settings, schema_error_line
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
 GOOD = f"{NOWHERE}/rancher/ok:1\n".encode()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hangar_save.cachecheck import invalidate_stale
-from hangar_save.status import ImageStatus, SavedPlatform, write_atomic
+from hangar.save.cachecheck import invalidate_stale
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 
 def add_blob(cache: Path, data: bytes) -> dict:

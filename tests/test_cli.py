@@ -19,8 +19,8 @@ import yaml
 from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry, clean_env
 
-from hangar_save import cli
-from hangar_save.progress import (
+from hangar.cli import main as cli
+from hangar.cli.progress import (
     LiveDisplay,
     PlainDisplay,
     StatusWatcher,
@@ -28,9 +28,9 @@ from hangar_save.progress import (
     image_line,
     summary_lines,
 )
-from hangar_save.runlock import hold_run_lock
-from hangar_save.settings import ConfigError, Settings
-from hangar_save.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.runlock import hold_run_lock
+from hangar.settings import ConfigError, Settings
+from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
 
 HANGAR = Path(sysconfig.get_path("scripts")) / "hangar"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -666,7 +666,7 @@ def test_hangar_dispatches_the_other_commands(command: str) -> None:
 
 
 def test_a_profile_after_the_separator_keeps_its_own_job_counts() -> None:
-    from hangar_save.cli import snakemake_command
+    from hangar.cli.main import snakemake_command
 
     local = snakemake_command(Path("c.yaml"), 7, [])
     assert local[local.index("--cores") + 1] == "7" and "--jobs" in local

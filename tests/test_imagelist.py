@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar_save.imagelist import (
+from hangar.imagelist import (
     ImageListError,
     ImageRef,
     parse_image_list,

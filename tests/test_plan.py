@@ -1,4 +1,4 @@
-"""`hangar_save.plan`: resolve without downloading layers, count bytes once, warn if short."""
+"""`hangar.save.plan`: resolve without downloading layers, count bytes once, warn if short."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from support.images import PushedImage
 from support.registry import Registry
 from workflow import run_workflow, write_list
 
-from hangar_save import plan as planner
-from hangar_save.imagelist import parse_reference, read_image_list
-from hangar_save.settings import Settings
-from hangar_save.skopeo import ImageError
+from hangar.imagelist import parse_reference, read_image_list
+from hangar.save import plan as planner
+from hangar.settings import Settings
+from hangar.skopeo import ImageError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hangar_save.platforms import (
+from hangar.platforms import (
     Platform,
     index_platforms,
     is_index,
@@ -92,7 +92,7 @@ def test_schema1_manifest() -> None:
 
 
 def test_colliding_copied_tags_keep_the_first_platform() -> None:
-    from hangar_save.save import one_per_folder
+    from hangar.save.image import one_per_folder
 
     v2 = Platform("sha256:1", "linux", "amd64", "v2")
     v3 = Platform("sha256:2", "linux", "amd64", "v3")

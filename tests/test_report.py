@@ -1,4 +1,4 @@
-"""`hangar_save.report`: the save report as CSV and as one self-contained HTML page.
+"""`hangar.save.report`: the save report as CSV and as one self-contained HTML page.
 
 The page is opened in headless Chromium (Debian `chromium`): the table and the chart must lay
 out with real sizes, and a screenshot must show the chart's colours. Skipped when Chromium is
@@ -21,9 +21,9 @@ from support.images import PushedImage
 from support.registry import Registry
 from workflow import run_workflow, write_list
 
-from hangar_save import report
-from hangar_save.imagelist import parse_reference
-from hangar_save.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.imagelist import parse_reference
+from hangar.save import report
+from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from hangar_save.imagelist import parse_image_list
-from hangar_save.savedlist import gather, list_entry, write_failed_list, write_saved_list
-from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import (
+from hangar.imagelist import parse_image_list
+from hangar.save.savedlist import gather, list_entry, write_failed_list, write_saved_list
+from hangar.settings import ConfigError, Settings
+from hangar.skopeo import (
     InfrastructureError,
     Skopeo,
     classify,
     credentials_file,
     last_error_line,
 )
-from hangar_save.status import ImageStatus, SavedPlatform
+from hangar.status import ImageStatus, SavedPlatform
 
 AMD64 = SavedPlatform("sha256:1", "amd64", "linux", "f1")
 ARM64 = SavedPlatform("sha256:2", "arm64", "linux", "f2", Variant="v8")
@@ -184,7 +184,7 @@ def test_a_registry_refusal_is_never_taken_for_a_local_disk_error() -> None:
 
 
 def test_env_credentials_go_to_one_registry_only() -> None:
-    from hangar_save.skopeo import credentials_registry
+    from hangar.skopeo import credentials_registry
 
     assert credentials_registry("mirror.local", ["a.io", "b.io"]) == "mirror.local"
     assert credentials_registry("", ["reg:5000", "reg:5000"]) == "reg:5000"

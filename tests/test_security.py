@@ -27,10 +27,10 @@ from support.images import LINUX_AMD64, LINUX_ARM64_V8, PushedImage, push_image
 from support.registry import Registry
 from workflow import entries_by_source, run_workflow, snakemake_command, write_list
 
-from hangar_save.archive import ArchiveError, select
-from hangar_save.cachecheck import invalidate_stale
-from hangar_save.skopeo import InfrastructureError, credentials_file
-from hangar_save.status import ImageStatus, SavedPlatform, write_atomic
+from hangar.save.archive import ArchiveError, select
+from hangar.save.cachecheck import invalidate_stale
+from hangar.skopeo import InfrastructureError, credentials_file
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 USER, PASSWORD = AUTH_CREDENTIALS
 AUTH_FAILURE = ("unauthorized", "authentication required", "invalid username/password")

@@ -1,6 +1,6 @@
 import pytest
 
-from hangar_save.units import default_destination, parse_size
+from hangar.units import default_destination, parse_size
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`hangar_save.verify`: sound archives pass; archives damaged on purpose fail, naming the fault."""
+"""`hangar.verify`: sound archives pass; archives damaged on purpose fail, naming the fault."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from cachefactory import SyntheticCache, make_cache
 from support.images import PushedImage
 from workflow import run_workflow, write_list
 
-from hangar_save.archive import build_archive
-from hangar_save.platforms import Platform
-from hangar_save.verify import main, verify
+from hangar.platforms import Platform
+from hangar.save.archive import build_archive
+from hangar.verify import main, verify
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 TOP = "saved-image-cache"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from hangar_save.status import STATE_DIR
+from hangar.status import STATE_DIR
 
 
 class RunLockError(RuntimeError):

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hangar_save.imagelist import ImageRef
-from hangar_save.platforms import (
+from hangar.imagelist import ImageRef
+from hangar.platforms import (
     Platform,
     index_platforms,
     is_index,
@@ -27,8 +27,8 @@ from hangar_save.platforms import (
     select,
     single_platform,
 )
-from hangar_save.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
-from hangar_save.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
+from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
+from hangar.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
 
 
 def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:

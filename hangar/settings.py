@@ -9,10 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hangar_save.units import default_destination, parse_size
+from hangar.units import default_destination, parse_size
 
 Compress = Literal["gzip", "zstd", "dir"]
 Verify = Literal["size", "digest"]
+
+
+# The workflow's checkout: the package sits beside the Snakefile, rules/ and schemas/.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO_ROOT / "Snakefile"
+SCHEMA_FILE = REPO_ROOT / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):

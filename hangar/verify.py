@@ -1,6 +1,6 @@
 """Check a saved-images archive on the receiving side, offline, without extracting it to disk.
 
-``python -m hangar_save.verify DEST`` where DEST is what the save produced: a single
+``python -m hangar.verify DEST`` where DEST is what the save produced: a single
 ``.tar.gz``/``.tar.zstd`` file, the base name of a split archive (``DEST.part0``, ``DEST.part1``,
 …), or a ``dir`` destination. ``DEST.sha256`` (sha256sum format) is read beside it. Checked:
 
@@ -40,8 +40,8 @@ from typing import IO, Any, Literal, Protocol, cast
 import zstandard
 from isal import igzip
 
-from hangar_save.platforms import Platform
-from hangar_save.units import human_size
+from hangar.platforms import Platform
+from hangar.units import human_size
 
 TOP_DIR = "saved-image-cache"
 LIST_NAME = "saved-images-list.json"

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hangar_save.imagelist import ListEntry, read_image_list
-from hangar_save.status import ImageStatus, write_atomic
+from hangar.imagelist import ListEntry, read_image_list
+from hangar.status import ImageStatus, write_atomic
 
 SAVED_LIST_VERSION = "v1.1.0"
 

@@ -1,7 +1,7 @@
 """Plan a save before downloading anything: what each image offers, what would be saved, how
 many bytes that takes after deduplication, and whether it fits on the disk.
 
-``python -m hangar_save.plan -f images.txt [flags]`` (or ``--config my.yaml``, the workflow's
+``python -m hangar.save.plan -f images.txt [flags]`` (or ``--config my.yaml``, the workflow's
 config file). For every image of the list it reads the manifest (``skopeo inspect --raw``) and,
 for each selected platform, the platform manifest, which lists the config and layer digests with
 their compressed sizes; no layer is downloaded. Blobs are counted once across the whole list and
@@ -31,8 +31,8 @@ from typing import Any, Literal
 import jsonschema
 import yaml
 
-from hangar_save.imagelist import ImageListError, ImageRef, ListEntry, read_image_list
-from hangar_save.platforms import (
+from hangar.imagelist import ImageListError, ImageRef, ListEntry, read_image_list
+from hangar.platforms import (
     Platform,
     index_platforms,
     is_index,
@@ -42,17 +42,16 @@ from hangar_save.platforms import (
     select,
     single_platform,
 )
-from hangar_save.settings import ConfigError, Settings
-from hangar_save.skopeo import (
+from hangar.settings import SCHEMA_FILE, ConfigError, Settings
+from hangar.skopeo import (
     ImageError,
     InfrastructureError,
     Skopeo,
     credentials_file,
     credentials_registry,
 )
-from hangar_save.units import human_size
+from hangar.units import human_size
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 DEFAULT_CSV = "save-plan.csv"
 DEFAULT_JOBS = 4
 EXIT_OK, EXIT_ERROR, EXIT_NO_SPACE = 0, 1, 3

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hangar_save.status import ImageStatus, status_dir, tmp_dir
+from hangar.status import ImageStatus, status_dir, tmp_dir
 
 Depth = Literal["size", "digest"]
 

@@ -7,7 +7,7 @@ chart of bytes and time per image (inline SVG) and the table. The page loads not
 anywhere: no script, no external style sheet, font or image, so it opens from a USB stick on an
 air-gapped machine.
 
-The workflow's ``report`` rule writes it after every run; ``python -m hangar_save.report`` writes
+The workflow's ``report`` rule writes it after every run; ``python -m hangar.save.report`` writes
 it for any cache.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from hangar_save.imagelist import ImageListError, read_image_list
-from hangar_save.status import ImageStatus, status_dir, write_atomic
-from hangar_save.units import human_size
+from hangar.imagelist import ImageListError, read_image_list
+from hangar.status import ImageStatus, status_dir, write_atomic
+from hangar.units import human_size
 
 CHART_MAX_ROWS = 60
 COLUMNS = (

@@ -15,7 +15,7 @@ A child process rather than Snakemake's Python API, because:
 
 The config file (``<cache>/.hangar/cli-config.yaml``) holds no credentials: SOURCE_USERNAME,
 SOURCE_PASSWORD and REGISTRY_AUTH_FILE stay in the environment, where the save jobs read them.
-Progress is read from the status files the image jobs write (see ``hangar_save.progress``).
+Progress is read from the status files the image jobs write (see ``hangar.cli.progress``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,8 @@ from typing import Any, NoReturn, TextIO
 import jsonschema
 import yaml
 
-import hangar_save
-import hangar_save.plan as plan_module
-from hangar_save.imagelist import ImageListError, ListEntry, read_image_list
-from hangar_save.progress import (
+import hangar.save.plan as plan_module
+from hangar.cli.progress import (
     POLL_SECONDS,
     Display,
     LiveDisplay,
@@ -54,14 +52,12 @@ from hangar_save.progress import (
     archive_bytes,
     summary_lines,
 )
-from hangar_save.settings import ConfigError, Settings
-from hangar_save.status import STATE_DIR, write_atomic
-from hangar_save.units import human_size
+from hangar.imagelist import ImageListError, ListEntry, read_image_list
+from hangar.settings import SCHEMA_FILE, SNAKEFILE, ConfigError, Settings
+from hangar.status import STATE_DIR, write_atomic
+from hangar.units import human_size
 
 PROGRAM = "hangar"
-REPO_ROOT = Path(hangar_save.__file__).resolve().parent.parent
-SNAKEFILE = REPO_ROOT / "Snakefile"
-SCHEMA_FILE = REPO_ROOT / "schemas" / "config.schema.yaml"
 CONFIG_NAME = "cli-config.yaml"
 LOG_NAME = "snakemake.log"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
@@ -849,6 +845,12 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     return run_workflow(context)
 
 
+TOOL_MODULES = {
+    "plan": "hangar.save.plan",
+    "report": "hangar.save.report",
+    "verify": "hangar.verify",
+}
+
 TOP_HELP = f"""\
 usage: {PROGRAM} [--debug] COMMAND [flags]
 
@@ -888,10 +890,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(TOP_HELP, sys.stdout)
         return EXIT_OK
     command, rest = words[0], words[1:]
-    if command in ("plan", "verify", "report"):
+    if command in TOOL_MODULES:
         from importlib import import_module
 
-        tool_main: Callable[[list[str]], int] = import_module(f"hangar_save.{command}").main
+        tool_main: Callable[[list[str]], int] = import_module(TOOL_MODULES[command]).main
         return tool_main(rest)
     if command != "save":
         error(f"unknown command {command!r} (see '{PROGRAM} --help')")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
-from hangar_save.status import ImageStatus, status_dir
-from hangar_save.units import human_size
+from hangar.status import ImageStatus, status_dir
+from hangar.units import human_size
 
 POLL_SECONDS = 0.5
 Phase = Literal["save", "archive"]
