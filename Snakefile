@@ -16,10 +16,11 @@ except WorkflowError as error:  # one line naming the key, not the whole schema
     raise WorkflowError(f"config: {schema_error_line(error)}") from None
 
 
-include: "rules/common.smk"
-include: "rules/save.smk"
-include: "rules/archive.smk"
-include: "rules/report.smk"
+include: "rules/save/common.smk"
+include: "rules/save/resume.smk"
+include: "rules/save/images.smk"
+include: "rules/save/archive.smk"
+include: "rules/save/report.smk"
 
 
 # The statuses are inputs of the target too: Snakemake would not look for a missing status

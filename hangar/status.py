@@ -14,15 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 State = Literal["ok", "failed", "skipped"]
-STATE_DIR = ".hangar"
-
-
-def status_dir(cache: str | Path) -> Path:
-    return Path(cache) / STATE_DIR / "status"
-
-
-def tmp_dir(cache: str | Path) -> Path:
-    return Path(cache) / STATE_DIR / "tmp"
 
 
 @dataclass(frozen=True)

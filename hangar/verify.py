@@ -40,13 +40,20 @@ from typing import IO, Any, Literal, Protocol, cast
 import zstandard
 from isal import igzip
 
+from hangar.layout import (
+    BLOB_DIR,
+    LIST_NAME,
+    LIST_VERSION,
+    TOP_DIR,
+    checksum_path,
+    part_number,
+    part_path,
+    parts_on_disk,
+    split_part,
+)
 from hangar.platforms import Platform
 from hangar.units import human_size
 
-TOP_DIR = "saved-image-cache"
-LIST_NAME = "saved-images-list.json"
-SHARE_DIR = "share/sha256"
-LIST_VERSION = "v1.1.0"
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8  # read-ahead of the part reader, in CHUNKs
 TAR_BUFFER = 64 << 10  # small reads: a damaged block is reported before a later CRC failure
@@ -58,7 +65,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _CHECKSUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
-_PART = re.compile(r"\.part([0-9]+)")
 
 Kind = Literal["split", "single", "dir"]
 
@@ -103,27 +109,10 @@ def normalise_destination(path: Path) -> Path:
     name = path.name
     if name.endswith(".sha256") and not path.is_dir():
         return path.with_name(name.removesuffix(".sha256"))
-    match = _PART.search(name)
-    if match and match.end() == len(name) and not path.is_dir():
-        return path.with_name(name[: match.start()])
+    part = split_part(path)
+    if part is not None and not path.is_dir():
+        return part[0]
     return path
-
-
-def part_path(dest: Path, number: int) -> Path:
-    return dest.with_name(f"{dest.name}.part{number}")
-
-
-def parts_on_disk(dest: Path) -> dict[int, Path]:
-    """``DEST.partN`` files beside ``dest``, by number."""
-    found: dict[int, Path] = {}
-    if not dest.parent.is_dir():
-        return found
-    pattern = re.compile(re.escape(dest.name) + r"\.part(0|[1-9][0-9]*)")
-    for path in dest.parent.iterdir():
-        match = pattern.fullmatch(path.name)
-        if match:
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
 
 
 def read_checksums(path: Path, findings: Findings) -> list[tuple[str, str]] | None:
@@ -149,14 +138,16 @@ def read_checksums(path: Path, findings: Findings) -> list[tuple[str, str]] | No
 
 def locate(dest: Path, checksums: Path | None = None) -> Target:
     """Decide what kind of archive ``dest`` is; raises FileNotFoundError when there is none."""
-    record = checksums or dest.with_name(dest.name + ".sha256")
+    record = checksums or checksum_path(dest)
     if dest.is_dir():
         return Target(dest, "dir", record)
     if parts_on_disk(dest):
         return Target(dest, "split", record)
     if dest.is_file():
         return Target(dest, "single", record)
-    if record.is_file() and any(_PART.search(line) for line in record.read_text().splitlines()):
+    if record.is_file() and any(
+        split_part(line.split()[-1]) for line in record.read_text().splitlines() if line.strip()
+    ):
         return Target(dest, "split", record)  # every part is missing: reported by the checks
     raise FileNotFoundError(
         f"{dest}: no archive here (no file, no {dest.name}.part0, no directory)"
@@ -209,11 +200,11 @@ def plan_stream(
             if name == dest.name:
                 whole = digest
                 continue
-            match = re.fullmatch(re.escape(dest.name) + r"\.part(0|[1-9][0-9]*)", name)
-            if match is None:
+            number = part_number(dest, name)
+            if number is None:
                 findings.error(f"{target.checksums}: line for {name!r}, not a part of {dest.name}")
                 continue
-            listed.append((int(match.group(1)), digest))
+            listed.append((number, digest))
         numbers = [number for number, _ in listed]
         if numbers != list(range(len(numbers))):
             findings.error(
@@ -389,7 +380,7 @@ def take_file(
     parts = name.split("/")
     if name == LIST_NAME:
         contents.saved_list = _read_small(name, stream, size, findings)
-    elif len(parts) == 3 and f"{parts[0]}/{parts[1]}" == SHARE_DIR:
+    elif len(parts) == 3 and f"{parts[0]}/{parts[1]}" == BLOB_DIR:
         if _HEX64.fullmatch(parts[2]):
             _hash_blob(name, parts[2], stream, size, contents, findings)
         else:
@@ -637,7 +628,7 @@ def _blob_ok(
     used.add(digest)
     actual = contents.blobs.get(digest)
     if actual is None:
-        findings.error(f"{what} sha256:{digest} is missing from {SHARE_DIR}/")
+        findings.error(f"{what} sha256:{digest} is missing from {BLOB_DIR}/")
         return False
     if actual != size:
         findings.error(f"{what} sha256:{digest}: {actual} bytes, the manifest says {size}")
@@ -731,7 +722,7 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
         findings.warn(f"folder {folder} is in the archive but not in {LIST_NAME}")
     unused = set(contents.blobs) - used
     if unused:
-        findings.warn(f"{len(unused)} blob(s) in {SHARE_DIR}/ are referenced by no listed folder")
+        findings.warn(f"{len(unused)} blob(s) in {BLOB_DIR}/ are referenced by no listed folder")
     return len(listing), platforms
 
 

@@ -3,19 +3,19 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from hangar.save.archive import build_archive  # noqa: E402
+from hangar.save.archive import build_archive
 
-params = snakemake.params  # noqa: F821
-with open(snakemake.log[0], "w") as log:  # noqa: F821
-    print(f"archiving {snakemake.input.saved_list} to {params.destination}", file=log)  # noqa: F821
+params = snakemake.params
+with open(snakemake.log[0], "w") as log:
+    print(f"archiving {snakemake.input.saved_list} to {params.destination}", file=log)
     result = build_archive(
         Path(params.cache),
         Path(params.destination),
         params.compress,
         params.part_size,
-        snakemake.threads,  # noqa: F821
+        snakemake.threads,
     )
     state = "written" if result.rebuilt else "already up to date, kept"
     print(

@@ -19,7 +19,7 @@ import yaml
 from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry, clean_env
 
-from hangar.cli import main as cli
+from hangar.cli import save as cli
 from hangar.cli.progress import (
     LiveDisplay,
     PlainDisplay,
@@ -28,9 +28,11 @@ from hangar.cli.progress import (
     image_line,
     summary_lines,
 )
-from hangar.runlock import hold_run_lock
+from hangar.cli.snakemake import explain_failure
+from hangar.layout import status_dir
+from hangar.runlock import hold_run_lock, run_lock_holder
 from hangar.settings import ConfigError, Settings
-from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 HANGAR = Path(sysconfig.get_path("scripts")) / "hangar"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -80,7 +82,7 @@ def test_defaults_come_from_the_schema() -> None:
     options = cli.parse_save_args(["-f", "list.txt"], environ={})
     assert options.config == {"file": "list.txt"}
     assert (options.jobs, options.debug, options.dry_run) == (cli.DEFAULT_JOBS, False, False)
-    config = cli.complete_config(options.config)
+    config = cli.complete_flags_config(options.config)
     assert config["arch"] == ["amd64", "arm64"]
     assert config["os"] == ["linux", "windows"]
     expected = {
@@ -190,7 +192,7 @@ def test_destination_defaults_and_suffixes(
     flags: list[str], destination: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    config = cli.complete_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
+    config = cli.complete_flags_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
     assert str(Settings.from_config(config).destination) == destination
 
 
@@ -210,7 +212,9 @@ def test_bad_values_are_reported_with_the_flag(
     monkeypatch.chdir(tmp_path)
     write_list(tmp_path, "nginx:1.25", name="l")
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
-        cli.check_config(cli.complete_config(cli.parse_save_args(["-f", "l", *flags], {}).config))
+        cli.check_config(
+            cli.complete_flags_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
+        )
 
 
 def test_failure_explanations_pick_the_cause() -> None:
@@ -223,7 +227,7 @@ def test_failure_explanations_pick_the_cause() -> None:
         "    log: logs/save/none.log (check log file(s) for error details)\n"
         "WorkflowError:\nAt least one job did not complete successfully.\n"
     )
-    assert cli.explain_failure(raised, 1) == (
+    assert explain_failure(raised, 1) == (
         "step save_image failed: writing blob: no space left on device (log: logs/save/none.log)"
     )
     parse_error = (
@@ -231,12 +235,12 @@ def test_failure_explanations_pick_the_cause() -> None:
         "l.txt: cannot read the image list: No such file or directory\n"
         '  File "/w/rules/common.smk", line 18, in <module>\n'
     )
-    assert cli.explain_failure(parse_error, 1) == (
+    assert explain_failure(parse_error, 1) == (
         "l.txt: cannot read the image list: No such file or directory"
     )
     traceback = "Traceback (most recent call last):\n  File x\nFileNotFoundError: [Errno 2] x\n"
-    assert cli.explain_failure(traceback, 1) == "FileNotFoundError: [Errno 2] x"
-    assert cli.explain_failure("", 3) == "Snakemake exited with status 3"
+    assert explain_failure(traceback, 1) == "FileNotFoundError: [Errno 2] x"
+    assert explain_failure("", 3) == "Snakemake exited with status 3"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,13 +651,13 @@ def test_stale_lock_is_cleared_and_a_failed_run_names_its_cause_and_log(
 
 
 def test_run_lock_probe_sees_a_live_holder(tmp_path: Path) -> None:
-    assert cli.run_lock_holder(tmp_path) is None
+    assert run_lock_holder(tmp_path) is None
     handle = hold_run_lock(tmp_path)
     try:
-        assert cli.run_lock_holder(tmp_path) == f"pid {os.getpid()}"
+        assert run_lock_holder(tmp_path) == f"pid {os.getpid()}"
     finally:
         handle.close()
-    assert cli.run_lock_holder(tmp_path) is None
+    assert run_lock_holder(tmp_path) is None
     with (tmp_path / ".hangar" / "run.lock").open() as again:
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -666,7 +670,7 @@ def test_hangar_dispatches_the_other_commands(command: str) -> None:
 
 
 def test_a_profile_after_the_separator_keeps_its_own_job_counts() -> None:
-    from hangar.cli.main import snakemake_command
+    from hangar.cli.snakemake import snakemake_command
 
     local = snakemake_command(Path("c.yaml"), 7, [])
     assert local[local.index("--cores") + 1] == "7" and "--jobs" in local

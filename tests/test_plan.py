@@ -17,7 +17,7 @@ from workflow import run_workflow, write_list
 
 from hangar.imagelist import parse_reference, read_image_list
 from hangar.save import plan as planner
-from hangar.settings import Settings
+from hangar.settings import Settings, complete_config
 from hangar.skopeo import ImageError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -78,7 +78,7 @@ def index_image(source: str, platforms: dict[str, bytes]) -> tuple[bytes, dict[s
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "images.txt").write_text("reg.example/a:1\nreg.example/b:1\nreg.example/c:1\n")
-    config = planner.complete_config(
+    config = complete_config(
         {
             "file": str(tmp_path / "images.txt"),
             "cache": str(tmp_path / "cache"),

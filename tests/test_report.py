@@ -22,8 +22,9 @@ from support.registry import Registry
 from workflow import run_workflow, write_list
 
 from hangar.imagelist import parse_reference
+from hangar.layout import status_dir
 from hangar.save import report
-from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
-from hangar.status import ImageStatus, status_dir
+from hangar.layout import part_number, status_dir
+from hangar.status import ImageStatus
 from hangar.units import human_size
 
 POLL_SECONDS = 0.5
@@ -168,7 +169,7 @@ def archive_bytes(destination: str | Path, since: float) -> int:
     name = destination.name
     for entry in entries:
         temporary = entry.name.startswith(f".{name}") and ".tmp-" in entry.name
-        part = entry.name.startswith(f"{name}.part") and entry.name[len(name) + 5 :].isdigit()
+        part = part_number(destination, entry.name) is not None
         if not (temporary or part):
             continue
         try:

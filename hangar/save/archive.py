@@ -40,12 +40,21 @@ from typing import BinaryIO, Literal, Protocol
 import zstandard
 from isal import igzip_threaded
 
+from hangar.layout import (
+    BLOB_DIR,
+    LIST_NAME,
+    SHARE_DIR,
+    TOP_DIR,
+    blob_path,
+    checksum_path,
+    part_path,
+    parts_on_disk,
+    saved_list_path,
+    state_path,
+)
+
 Compress = Literal["gzip", "zstd", "dir"]
 
-TOP_DIR = "saved-image-cache"
-LIST_NAME = "saved-images-list.json"
-SHARE_DIR = "share/sha256"
-STATE_DIR = ".hangar"
 STATE_NAME = "archive-state.json"
 CHUNK = 1 << 20  # read and write unit of the stream
 GZIP_LEVEL = 1  # as fast as level 2 and compresses manifests/configs as well (0.26 on JSON)
@@ -120,7 +129,7 @@ def _saved_time(value: object, path: Path) -> int:
 
 def _listed_folders(cache: Path) -> tuple[list[str], int]:
     """Folders named by saved-images-list.json (first-seen order, no duplicates) and its mtime."""
-    path = cache / LIST_NAME
+    path = saved_list_path(cache)
     data = _read_json(path, "saved images list")
     if not isinstance(data, dict) or not isinstance(data.get("List"), list):
         raise ArchiveError(f"{path}: expected an object with a 'List' array")
@@ -170,7 +179,7 @@ def _folder_blobs(cache: Path, folder: str) -> set[str]:
         if digest in blobs:
             continue
         blobs.add(digest)
-        path = cache / SHARE_DIR / digest
+        path = blob_path(cache, digest)
         where = f"folder {folder}: manifest sha256:{digest}"
         try:
             document = json.loads(path.read_bytes())
@@ -201,8 +210,8 @@ def select(cache: Path) -> Selection:
     """Everything the archive must hold, from saved-images-list.json; nothing else."""
     folders, mtime = _listed_folders(cache)
     entries = [
-        Entry("share", None, 0, ""),
         Entry(SHARE_DIR, None, 0, ""),
+        Entry(BLOB_DIR, None, 0, ""),
         _file_entry(cache, LIST_NAME, "(list)"),
     ]
     blobs: dict[str, str] = {}  # hex -> first folder referencing it
@@ -216,7 +225,7 @@ def select(cache: Path) -> Selection:
         for digest in _folder_blobs(cache, folder):
             blobs.setdefault(digest, folder)
     for digest, folder in blobs.items():
-        entries.append(_file_entry(cache, f"{SHARE_DIR}/{digest}", folder, digest))
+        entries.append(_file_entry(cache, f"{BLOB_DIR}/{digest}", folder, digest))
     entries.sort(key=lambda entry: entry.name.split("/"))
     return Selection(tuple(entries), mtime)
 
@@ -348,7 +357,7 @@ class _PartWriter:
     def _final(self) -> Path:
         if self.part_size is None:
             return self.dest
-        return self.dest.with_name(f"{self.dest.name}.part{len(self.done)}")
+        return part_path(self.dest, len(self.done))
 
     def _open(self) -> BinaryIO:
         path = _temp_name(self._final(), self.token)
@@ -422,14 +431,6 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _own_parts(dest: Path) -> Iterator[tuple[int, Path]]:
-    pattern = re.compile(re.escape(dest.name) + r"\.part([0-9]+)")
-    for path in dest.parent.iterdir():
-        match = pattern.fullmatch(path.name)
-        if match:
-            yield int(match.group(1)), path
-
-
 def _remove_leftovers(dest: Path) -> None:
     """Temp files and directories of an earlier run that was killed."""
     pattern = re.compile(
@@ -450,7 +451,7 @@ def _checksum_lines(rows: list[tuple[str, str]]) -> str:
 @contextlib.contextmanager
 def _locked_state(cache: Path) -> Iterator[dict[str, dict[str, object]]]:
     """The archive state of a cache, read and written back under an exclusive lock."""
-    directory = cache / STATE_DIR
+    directory = state_path(cache)
     directory.mkdir(exist_ok=True)
     path = directory / STATE_NAME
     with open(directory / f"{STATE_NAME}.lock", "a") as lock:
@@ -518,14 +519,14 @@ def _build_tar(
     rows = [(w.sha256, w.final.name) for w in written]
     if part_size is not None:
         rows.append((writer.whole.hexdigest(), dest.name))
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     _remove(checksums)
     for item in written:
         item.temp.replace(item.final)
     if part_size is None:
-        stale = [path for _, path in _own_parts(dest)]
+        stale = list(parts_on_disk(dest).values())
     else:
-        stale = [path for number, path in _own_parts(dest) if number >= len(written)]
+        stale = [path for number, path in parts_on_disk(dest).items() if number >= len(written)]
         stale.append(dest)
     for path in stale:
         _remove(path)
@@ -559,7 +560,7 @@ def _build_dir(
             target = temp / entry.name
             if entry.source is None:
                 target.mkdir(mode=0o755)
-            elif entry.name.startswith(SHARE_DIR + "/"):
+            elif entry.name.startswith(BLOB_DIR + "/"):
                 allow_link = _link_or_copy(entry.source, target, allow_link)
             else:  # small metadata files may be rewritten in place in the cache: copy them
                 shutil.copyfile(entry.source, target)
@@ -568,7 +569,7 @@ def _build_dir(
         _remove(temp)
         raise
     files = [e for e in selection.entries if e.source is not None]
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     _remove(checksums)
     old = dest.with_name(f".{dest.name}.old-{token}")
     if dest.exists():
@@ -611,7 +612,7 @@ def build_archive(
     _check_paths(cache, dest, compress)
     selection = select(cache)
     fp = fingerprint(selection, compress, part_size)
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     base = dest if compress == "dir" else dest.parent
     with _locked_state(cache) as state:
         sizes = _up_to_date_sizes(state.get(str(dest)), fp, checksums, base)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.imagelist import ImageRef
+from hangar.layout import INDEX_NAME, blob_path, share_path, tmp_dir
 from hangar.platforms import (
     Platform,
     index_platforms,
@@ -28,7 +29,7 @@ from hangar.platforms import (
     single_platform,
 )
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
-from hangar.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 
 def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
@@ -69,7 +70,7 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
     skopeo writes manifests in place (configs and layers go through a temporary file), so
     another job saving the same manifest can leave it briefly truncated: wait for it.
     """
-    path = share / "sha256" / digest.removeprefix("sha256:")
+    path = blob_path(share.parent, digest)
     for _ in range(attempts):
         data = path.read_bytes()
         if manifest_digest(data) == digest:
@@ -80,7 +81,7 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
 
 def layout_size(layout: Path, share: Path) -> int:
     """Bytes of the manifest, config and layers the layout references."""
-    index = json.loads((layout / "index.json").read_text())
+    index = json.loads((layout / INDEX_NAME).read_text())
     total = 0
     for descriptor in index["manifests"]:
         total += descriptor["size"]
@@ -91,7 +92,7 @@ def layout_size(layout: Path, share: Path) -> int:
 
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
     """Copy one platform into ``<cache>/<folder>``, atomically: via a temporary layout."""
-    share = cache / "share"
+    share = share_path(cache)
     tmp_dir(cache).mkdir(parents=True, exist_ok=True)
     share.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{folder}.", dir=tmp_dir(cache))) / "layout"

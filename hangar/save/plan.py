@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 import yaml
 
 from hangar.imagelist import ImageListError, ImageRef, ListEntry, read_image_list
+from hangar.layout import INDEX_NAME, blob_path
 from hangar.platforms import (
     Platform,
     index_platforms,
@@ -42,7 +42,7 @@ from hangar.platforms import (
     select,
     single_platform,
 )
-from hangar.settings import SCHEMA_FILE, ConfigError, Settings
+from hangar.settings import ConfigError, Settings, complete_config
 from hangar.skopeo import (
     ImageError,
     InfrastructureError,
@@ -243,7 +243,7 @@ def plan_image(entry: ListEntry, settings: Settings, credentials: str = "") -> I
 
 def _in_cache(blob: Blob, cache: Path) -> bool:
     """The save will not download this blob: skopeo reuses any blob file already in share/."""
-    path = cache / "share" / "sha256" / blob.digest.removeprefix("sha256:")
+    path = blob_path(cache, blob.digest)
     try:
         if path.stat().st_size == blob.size:
             return True
@@ -251,7 +251,7 @@ def _in_cache(blob: Blob, cache: Path) -> bool:
         pass
     # skopeo stores a Docker-format manifest and its config converted to OCI, under other
     # digests: the platform's folder shows they were saved.
-    return blob.kind != "layer" and (cache / blob.folder / "index.json").is_file()
+    return blob.kind != "layer" and (cache / blob.folder / INDEX_NAME).is_file()
 
 
 def _tar_bytes(size: int) -> int:
@@ -367,6 +367,22 @@ def write_csv(plan: Plan, path: Path) -> None:
     temp.replace(path)
 
 
+def write_plan(
+    settings: Settings,
+    entries: Sequence[ListEntry],
+    csv_path: str | Path,
+    log_path: str | Path,
+    jobs: int = DEFAULT_JOBS,
+) -> Plan:
+    """The workflow's plan target: the CSV, the table and totals in the log, totals on stderr."""
+    plan = make_plan(settings, entries, jobs)
+    write_csv(plan, Path(csv_path))
+    Path(log_path).write_text("\n".join([*table_lines(plan), "", *summary_lines(plan)]) + "\n")
+    for line in summary_lines(plan):
+        print(line, file=sys.stderr)
+    return plan
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
@@ -437,27 +453,6 @@ def summary_lines(plan: Plan) -> list[str]:
 
 
 # --- command line -----------------------------------------------------------------------------
-
-
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(SCHEMA_FILE.read_text())
-    return loaded
-
-
-def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with the workflow schema's defaults, validated as the workflow validates it."""
-    spec = schema()
-    full = {
-        key: value["default"] for key, value in spec["properties"].items() if "default" in value
-    }
-    full.update(config)
-    problems = [
-        f"{'.'.join(str(p) for p in problem.absolute_path) or 'config'}: {problem.message}"
-        for problem in jsonschema.Draft202012Validator(spec).iter_errors(full)
-    ]
-    if problems:
-        raise ConfigError("\n".join(sorted(problems)))
-    return full
 
 
 def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:

@@ -24,7 +24,8 @@ from typing import Any
 import pandas as pd
 
 from hangar.imagelist import ImageListError, read_image_list
-from hangar.status import ImageStatus, status_dir, write_atomic
+from hangar.layout import TOP_DIR, status_dir
+from hangar.status import ImageStatus, write_atomic
 from hangar.units import human_size
 
 CHART_MAX_ROWS = 60
@@ -331,7 +332,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         description="Write save-report.html (self-contained: table, chart, totals) and "
         "save-report.csv from the image statuses of a cache.",
     )
-    parser.add_argument("--cache", type=Path, default=Path("saved-image-cache"))
+    parser.add_argument("--cache", type=Path, default=Path(TOP_DIR))
     parser.add_argument(
         "-f", "--file", type=Path, help="report only this list's images, in its order"
     )

@@ -10,10 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hangar.imagelist import ListEntry, read_image_list
+from hangar.imagelist import ListEntry
+from hangar.layout import LIST_VERSION
 from hangar.status import ImageStatus, write_atomic
-
-SAVED_LIST_VERSION = "v1.1.0"
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def list_entry(status: ImageStatus) -> dict[str, Any]:
 
 
 def render_saved_list(entries: Sequence[dict[str, Any]], saved_time: str) -> str:
-    document = {"List": list(entries), "Version": SAVED_LIST_VERSION, "SavedTime": saved_time}
+    document = {"List": list(entries), "Version": LIST_VERSION, "SavedTime": saved_time}
     return json.dumps(document, indent=2) + "\n"
 
 
@@ -106,10 +105,9 @@ def gather(
 
 
 def update_outputs(
-    image_list: Path, source: str, status_files: Iterable[Path], saved_list: Path, failed: Path
+    entries: Sequence[ListEntry], status_files: Iterable[Path], saved_list: Path, failed: Path
 ) -> Summary:
     """Rewrite saved-images-list.json and the failed list from the image statuses."""
-    entries = read_image_list(image_list, source)
     statuses = {Path(path).stem: ImageStatus.read(path) for path in status_files}
     saved, failed_lines, summary = gather(entries, statuses)
     write_saved_list(saved_list, saved)
@@ -121,15 +119,17 @@ class NothingSavedError(RuntimeError):
     """No image of the list was saved: like hangar, the save fails."""
 
 
-def run_job(params: Any, status_files: Iterable[str], saved_list: str, log_path: str) -> Summary:
-    """The saved-list job: write both lists, log a summary, fail when nothing was saved.
-
-    ``params`` carries the rule's ``image_list``, ``source`` and ``failed``.
-    """
-    failed = Path(params.failed)
+def run_job(
+    entries: Sequence[ListEntry],
+    status_files: Iterable[str],
+    saved_list: str | Path,
+    failed: str | Path,
+    log_path: str | Path,
+) -> Summary:
+    """The saved-list job: write both lists, log a summary, fail when nothing was saved."""
+    failed = Path(failed)
     summary = update_outputs(
-        Path(params.image_list),
-        params.source,
+        entries,
         [Path(path) for path in status_files],
         Path(saved_list),
         failed,

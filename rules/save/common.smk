@@ -1,13 +1,10 @@
-# Parsing, ids and input functions shared by the rules (no rules here).
+# Parsing, ids and input functions shared by the save rules: definitions only, no side effects.
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-from hangar.save.cachecheck import invalidate_stale
 from hangar.imagelist import ImageListError, read_image_list
-from hangar.runlock import RunLockError, hold_run_lock
-from hangar.save.image import JobOptions, run_job
-from hangar.save.savedlist import run_job as write_saved_lists
+from hangar.layout import checksum_path, saved_list_path, status_dir
+from hangar.save.image import JobOptions
 from hangar.settings import ConfigError, Settings
 from hangar.skopeo import credentials_registry
-from hangar.status import status_dir
 
 try:
     SETTINGS = Settings.from_config(config)
@@ -18,8 +15,8 @@ except (ConfigError, ImageListError) as error:
 IMAGES = {entry.ref.image_id: entry.ref for entry in ENTRIES}
 CACHE = SETTINGS.cache
 STATUS_DIR = status_dir(CACHE)
-SAVED_LIST = CACHE / "saved-images-list.json"
-ARCHIVE_RECORD = f"{SETTINGS.destination}.sha256"
+SAVED_LIST = saved_list_path(CACHE)
+ARCHIVE_RECORD = checksum_path(SETTINGS.destination)
 
 # How image jobs reach the registry. Not params: changing these must not re-save anything.
 JOB_OPTIONS = JobOptions(
@@ -32,22 +29,6 @@ JOB_OPTIONS = JobOptions(
     retry_times=SETTINGS.retry_times,
     retry_delay=SETTINGS.retry_delay,
 )
-
-if workflow.is_main_process:
-    try:
-        RUN_LOCK = hold_run_lock(CACHE)
-    except RunLockError as error:
-        raise WorkflowError(str(error)) from None
-    # Failed images, and saves whose folders or blobs are missing or damaged, are redone.
-    CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
-    if CHECK.removed_blobs:
-        logger.warning(
-            f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"
-        )
-    if CHECK.retried:
-        logger.info(
-            f"saving {len(CHECK.retried)} image(s) again: failed or damaged last time"
-        )
 
 
 wildcard_constraints:

@@ -1,0 +1,20 @@
+# Once per run, before any job: hold the cache's run lock, and drop what cannot be trusted,
+# so that exactly those images are saved again (failed ones, saves whose folders or blobs are
+# missing or damaged, leftovers of killed jobs).
+from hangar.runlock import RunLockError, hold_run_lock
+from hangar.save.cachecheck import invalidate_stale
+
+if workflow.is_main_process:
+    try:
+        RUN_LOCK = hold_run_lock(CACHE)
+    except RunLockError as error:
+        raise WorkflowError(str(error)) from None
+    CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    if CHECK.removed_blobs:
+        logger.warning(
+            f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"
+        )
+    if CHECK.retried:
+        logger.info(
+            f"saving {len(CHECK.retried)} image(s) again: failed or damaged last time"
+        )
