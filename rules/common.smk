@@ -1,19 +1,22 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
 from hangar.save.cachecheck import invalidate_stale
-from hangar.imagelist import ImageListError, read_image_list
+from hangar.imagelist import ImageListError, load_image_list
 from hangar.runlock import RunLockError, hold_run_lock
 from hangar.save.image import JobOptions, run_job
 from hangar.save.savedlist import run_job as write_saved_lists
 from hangar.settings import ConfigError, Settings
 from hangar.skopeo import credentials_registry
 from hangar.status import status_dir
+from hangar.workflowlog import quiet_missing_backups
 
 try:
     SETTINGS = Settings.from_config(config)
-    ENTRIES = read_image_list(SETTINGS.file, SETTINGS.source)
+    IMAGE_LIST = load_image_list(SETTINGS.file, SETTINGS.source, SETTINGS.strict)
 except (ConfigError, ImageListError) as error:
     raise WorkflowError(f"{error}") from None
+
+ENTRIES = IMAGE_LIST.entries
 
 IMAGES = {entry.ref.image_id: entry.ref for entry in ENTRIES}
 CACHE = SETTINGS.cache
@@ -34,6 +37,10 @@ JOB_OPTIONS = JobOptions(
 )
 
 if workflow.is_main_process:
+    # A first run has no earlier saved list to put back when its step fails: nothing to say.
+    quiet_missing_backups(logger)
+    for skipped in IMAGE_LIST.skipped:
+        logger.warning(f"WARNING: {skipped}")
     try:
         RUN_LOCK = hold_run_lock(CACHE)
     except RunLockError as error:

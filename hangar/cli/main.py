@@ -52,7 +52,7 @@ from hangar.cli.progress import (
     archive_bytes,
     summary_lines,
 )
-from hangar.imagelist import ImageListError, ListEntry, read_image_list
+from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
 from hangar.settings import SCHEMA_FILE, SNAKEFILE, ConfigError, Settings
 from hangar.status import STATE_DIR, write_atomic
 from hangar.units import human_size
@@ -68,7 +68,9 @@ STALE_LOCK_MARKER = b"Directory cannot be locked"
 EXIT_OK, EXIT_FAILED = 0, 1
 
 # Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
-BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run")
+BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run", "--strict")
+# hangar v1.6's persistent flags: given before the command, they apply to it.
+GLOBAL_FLAGS = ("--debug", "--tls-verify")
 # Flags taking a comma-separated list; repeating the flag adds to the list.
 LIST_FLAGS = ("-a", "--arch", "--os")
 # Config keys -> the flags that set them, for error messages.
@@ -78,6 +80,7 @@ FLAG_OF_KEY = {
     "arch": "-a/--arch",
     "os": "--os",
     "no_arch_os_fail": "--no-arch-os-fail",
+    "strict": "--strict",
     "failed": "-o/--failed",
     "tls_verify": "--tls-verify",
     "cert_dir": "--cert-dir",
@@ -338,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy nothing: show the platforms each image would save and which it lacks",
     )
     extra.add_argument(
+        "--strict",
+        nargs="?",
+        const=True,
+        type=go_bool,
+        help="refuse a list with invalid lines, before any download (default: skip each with "
+        "a warning, as hangar does)",
+    )
+    extra.add_argument(
         "--cache",
         metavar="DIR",
         help="cache folder kept between runs, to resume" + default("cache"),
@@ -422,6 +433,7 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "retry_times": args.retry_times,
         "retry_delay": args.retry_delay,
         "no_arch_os_fail": args.no_arch_os_fail,
+        "strict": args.strict,
         "tls_verify": args.tls_verify,
         "part": args.part,
     }
@@ -455,8 +467,10 @@ def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry]]:
-    """Everything the workflow would reject, checked before it starts: one line per problem."""
+def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry], list[SkippedLine]]:
+    """Everything the workflow would reject, checked before it starts: one line per problem.
+
+    Returns the settings, the list's images and its invalid lines (skipped unless strict)."""
     try:
         settings = Settings.from_config(config)
     except ConfigError as problem:
@@ -465,8 +479,8 @@ def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry]]:
         raise ConfigError(text) from None
     if settings.cert_dir and not Path(settings.cert_dir).is_dir():
         raise ConfigError(_flag_message("cert_dir", f"{settings.cert_dir} is not a directory"))
-    entries = read_image_list(settings.file, settings.source)
-    return settings, entries
+    image_list = load_image_list(settings.file, settings.source, settings.strict)
+    return settings, image_list.entries, image_list.skipped
 
 
 def credential_warnings(environ: Mapping[str, str]) -> list[str]:
@@ -629,6 +643,7 @@ class RunContext:
     entries: list[ListEntry]
     config_path: Path
     log_path: Path
+    invalid: list[SkippedLine] = field(default_factory=list)
 
 
 _FAILED_RULE = re.compile(r"^Error in rule (\S+):")
@@ -782,7 +797,8 @@ def report(
     settings = context.settings
     tally = watcher.tally(final=True)
     statuses = watcher.statuses()
-    for line in summary_lines(tally, statuses, seconds, str(settings.failed)):
+    lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
+    for line in lines:
         say(line)
     if signals:
         error(
@@ -822,10 +838,12 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         return EXIT_FAILED
     try:
         config = complete_config(options.config)
-        settings, entries = check_config(config)
+        settings, entries, invalid = check_config(config)
     except (ConfigError, ImageListError) as problem:
         error(str(problem))
         return EXIT_FAILED
+    for line in invalid:
+        warn(str(line))
     if options.dry_run:
         if options.snakemake_args:
             warn("--dry-run ignores the Snakemake options after '--'")
@@ -841,7 +859,7 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     except OSError as problem:
         error(f"cannot write {config_path}: {problem.strerror}")
         return EXIT_FAILED
-    context = RunContext(options, settings, entries, config_path, state / LOG_NAME)
+    context = RunContext(options, settings, entries, config_path, state / LOG_NAME, invalid)
     return run_workflow(context)
 
 
@@ -852,7 +870,7 @@ TOOL_MODULES = {
 }
 
 TOP_HELP = f"""\
-usage: {PROGRAM} [--debug] COMMAND [flags]
+usage: {PROGRAM} [--debug] [--tls-verify[=BOOL]] COMMAND [flags]
 
 Save container images for air-gapped networks, compatible with hangar v1.6 archives.
 
@@ -862,9 +880,10 @@ commands:
   verify      check an archive (parts, checksums, every blob) without extracting it
   report      write save-report.html and save-report.csv for a cache
 
-flags:
-  --debug     show Snakemake's output and the skopeo commands
-  --version   show the version and exit
+flags (as hangar's, they apply to the command that follows):
+  --debug               show Snakemake's output and the skopeo commands
+  --tls-verify[=BOOL]   require HTTPS and verify certificates (default true)
+  --version             show the version and exit
   -h, --help  show this help and exit"""
 
 
@@ -881,7 +900,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             say(f"{PROGRAM} {version('hangar-save')}", sys.stdout)
             return EXIT_OK
-        if word == "--debug" or word.startswith("--debug="):
+        name, equals, value = word.partition("=")
+        if name in GLOBAL_FLAGS:
+            try:
+                go_bool(value if equals else "true")
+            except argparse.ArgumentTypeError as problem:
+                error(f"{name}: {problem} (see '{PROGRAM} --help')")
+                return EXIT_FAILED
             global_flags.append(word)
             continue
         error(f"unknown flag {word!r} (see '{PROGRAM} --help')")
@@ -893,15 +918,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in TOOL_MODULES:
         from importlib import import_module
 
+        for flag in global_flags:
+            name, _, value = flag.partition("=")
+            if command == "plan" and name == "--tls-verify":
+                rest = [f"--tls-verify={str(go_bool(value or 'true')).lower()}", *rest]
+            else:
+                warn(f"{name} does not apply to '{PROGRAM} {command}': ignored")
+
         tool_main: Callable[[list[str]], int] = import_module(TOOL_MODULES[command]).main
         return tool_main(rest)
     if command != "save":
         error(f"unknown command {command!r} (see '{PROGRAM} --help')")
         return EXIT_FAILED
-    if global_flags:
-        cut = rest.index("--") if "--" in rest else len(rest)
-        rest = [*rest[:cut], *global_flags, *rest[cut:]]
-    return save_command(rest)
+    # first: a flag given after the command as well wins, as the later one does in hangar
+    return save_command([*global_flags, *rest])
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def _saved_time(value: object, path: Path) -> int:
 
 
 def _listed_folders(cache: Path) -> tuple[list[str], int]:
-    """Folders named by saved-images-list.json (first-seen order, no duplicates) and its mtime."""
+    """Folders named by saved-images-list.json, images' then artifacts' (first-seen order, no
+    duplicates), and its SavedTime."""
     path = cache / LIST_NAME
     data = _read_json(path, "saved images list")
     if not isinstance(data, dict) or not isinstance(data.get("List"), list):
@@ -132,6 +133,14 @@ def _listed_folders(cache: Path) -> tuple[list[str], int]:
             if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
                 raise ArchiveError(f"{path}: image {image!r} has an invalid Folder")
             folders[folder] = None
+    artifacts = data.get("Artifacts", [])
+    if not isinstance(artifacts, list):
+        raise ArchiveError(f"{path}: 'Artifacts' is not an array")
+    for artifact in artifacts:  # OCI artifacts: one layout each, blobs in share/ like images'
+        folder = artifact.get("Folder") if isinstance(artifact, dict) else None
+        if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
+            raise ArchiveError(f"{path}: artifact {artifact!r} has an invalid Folder")
+        folders[folder] = None
     return list(folders), _saved_time(data.get("SavedTime"), path)
 
 
