@@ -64,6 +64,7 @@ def _problem_line(problem: jsonschema.ValidationError) -> str:
 class Settings:
     file: Path
     source: str
+    strict: bool
     arch: tuple[str, ...]
     os: tuple[str, ...]
     no_arch_os_fail: bool
@@ -106,6 +107,7 @@ class Settings:
         return cls(
             file=Path(config["file"]),
             source=config["source"],
+            strict=bool(config.get("strict", False)),
             arch=tuple(_nonempty_list("arch", config["arch"])),
             os=tuple(_nonempty_list("os", config["os"])),
             no_arch_os_fail=config["no_arch_os_fail"],

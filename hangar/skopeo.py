@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 _INFRASTRUCTURE_MARKERS = (
     "no space left on device",
@@ -80,6 +81,19 @@ def last_error_line(stderr: str) -> str:
     return line
 
 
+class RegistryOptions(Protocol):
+    """How to reach registries: what Settings and the image jobs' options both hold."""
+
+    @property
+    def tls_verify(self) -> bool: ...
+    @property
+    def cert_dir(self) -> str: ...
+    @property
+    def retry_times(self) -> int: ...
+    @property
+    def retry_delay(self) -> float: ...
+
+
 @dataclass
 class Skopeo:
     """Options shared by every skopeo call of one image job."""
@@ -92,6 +106,20 @@ class Skopeo:
     log: Callable[[str], None] = print
     executable: str = "skopeo"
     retries_used: int = field(default=0, init=False)
+
+    @classmethod
+    def from_settings(
+        cls, options: RegistryOptions, authfile: str = "", log: Callable[[str], None] = print
+    ) -> Skopeo:
+        """The skopeo of a run's settings (TLS, certificates, retries) with an auth file."""
+        return cls(
+            tls_verify=options.tls_verify,
+            cert_dir=options.cert_dir,
+            authfile=authfile,
+            retry_times=options.retry_times,
+            retry_delay=options.retry_delay,
+            log=log,
+        )
 
     def _auth_args(self, prefix: str) -> list[str]:
         args = []
@@ -113,12 +141,19 @@ class Skopeo:
         args = ["inspect", "--raw", *(["--config"] if config else []), *self._auth_args("")]
         return self.run([*args, f"docker://{reference}"])
 
-    def copy(self, reference: str, layout: Path, shared_blob_dir: Path) -> None:
-        """Copy one manifest into the OCI layout ``layout``, blobs into ``shared_blob_dir``."""
+    def copy(
+        self, reference: str, layout: Path, shared_blob_dir: Path, exact: bool = False
+    ) -> None:
+        """Copy one manifest into the OCI layout ``layout``, blobs into ``shared_blob_dir``.
+
+        ``exact`` (artifacts): the manifest as it is, an index with all its manifests, and an
+        error rather than any conversion that would change a digest.
+        """
         self.run(
             [
                 "--insecure-policy",
                 "copy",
+                *(["--all", "--preserve-digests"] if exact else []),
                 *self._auth_args("src-"),
                 f"docker://{reference}",
                 f"oci:{layout}",

@@ -13,7 +13,8 @@
 * the layouts: every folder of saved-images-list.json has ``index.json`` and ``oci-layout``, and
   every manifest, config and layer they reference is in the archive with the recorded size;
 * the list: ``Version`` v1.1.0, a valid ``SavedTime``, ``ArchList``/``OsList`` matching
-  ``Images``, and each ``Folder`` named as hangar names it (sha256 of ``repo:copied-tag``).
+  ``Images``, and each ``Folder`` named as hangar names it (sha256 of ``repo:copied-tag``);
+  each of its ``Artifacts`` (Helm charts, …) like a folder, holding the manifest by its ``Digest``.
 
 Everything is read once, in a streaming pass; only small JSON documents are kept in memory.
 Exit status 0 when the archive is sound, 1 naming each problem, 2 for bad arguments.
@@ -42,8 +43,10 @@ from isal import igzip
 
 from hangar.layout import (
     BLOB_DIR,
+    INDEX_NAME,
     LIST_NAME,
     LIST_VERSION,
+    OCI_LAYOUT_NAME,
     TOP_DIR,
     checksum_path,
     part_number,
@@ -386,11 +389,11 @@ def take_file(
         else:
             findings.warn(f"{name}: not a sha256 blob name; ignored")
     elif (
-        len(parts) == 2 and _HEX64.fullmatch(parts[0]) and parts[1] in ("index.json", "oci-layout")
+        len(parts) == 2 and _HEX64.fullmatch(parts[0]) and parts[1] in (INDEX_NAME, OCI_LAYOUT_NAME)
     ):
         folder = contents.folders.setdefault(parts[0], Folder())
         data = _read_small(name, stream, size, findings)
-        if parts[1] == "index.json":
+        if parts[1] == INDEX_NAME:
             folder.index = data
         else:
             folder.layout = data
@@ -647,16 +650,16 @@ def _copied_tag_folder(entry: dict[str, Any], image: dict[str, Any]) -> str:
     return platform.folder(str(entry.get("Source", "")), str(entry.get("Tag", "")))
 
 
-def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
-    """saved-images-list.json against the folders and blobs; returns (images, platforms)."""
+def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int, int]:
+    """saved-images-list.json against the folders and blobs: (images, platforms, artifacts)."""
     if contents.saved_list is None:
         findings.error(f"{LIST_NAME} is missing")
-        return 0, 0
+        return 0, 0, 0
     document = _parse_json(contents.saved_list, LIST_NAME, findings)
     if not isinstance(document, dict):
         if document is not None:
             findings.error(f"{LIST_NAME}: not a JSON object")
-        return 0, 0
+        return 0, 0, 0
     if document.get("Version") != LIST_VERSION:
         findings.error(
             f"{LIST_NAME}: Version is {document.get('Version')!r}; "
@@ -669,7 +672,7 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
     listing = document.get("List")
     if not isinstance(listing, list):
         findings.error(f"{LIST_NAME}: no 'List' array")
-        return 0, 0
+        return 0, 0, 0
     listed: dict[str, str] = {}
     used: set[str] = set()
     platforms = 0
@@ -718,12 +721,55 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
                 continue
             listed[folder] = name
             check_folder(folder, contents, findings, used)
+    artifacts = check_artifacts(document.get("Artifacts", []), contents, findings, listed, used)
     for folder in sorted(set(contents.folders) - set(listed)):
         findings.warn(f"folder {folder} is in the archive but not in {LIST_NAME}")
     unused = set(contents.blobs) - used
     if unused:
         findings.warn(f"{len(unused)} blob(s) in {BLOB_DIR}/ are referenced by no listed folder")
-    return len(listing), platforms
+    return len(listing), platforms, artifacts
+
+
+def check_artifacts(
+    artifacts: Any, contents: Contents, findings: Findings, listed: dict[str, str], used: set[str]
+) -> int:
+    """The ``Artifacts`` of the list (Helm charts, …): each a layout holding its manifest, by
+    the digest it had in the source registry, and every blob that manifest references."""
+    if not isinstance(artifacts, list):
+        findings.error(f"{LIST_NAME}: 'Artifacts' is not an array")
+        return 0
+    for number, entry in enumerate(artifacts):
+        where = f"{LIST_NAME}: Artifacts[{number}]"
+        if not isinstance(entry, dict):
+            findings.error(f"{where}: not an object")
+            continue
+        name = f"{entry.get('Source')}:{entry.get('Tag')}"
+        where += f" ({name})"
+        missing = [key for key in ("Source", "Tag", "Digest", "MediaType") if not entry.get(key)]
+        if missing:
+            findings.error(f"{where}: lacks {', '.join(missing)}")
+        digest = str(entry.get("Digest", ""))
+        if digest and not _DIGEST.fullmatch(digest):
+            findings.error(f"{where}: invalid Digest {digest!r}")
+        folder = entry.get("Folder")
+        if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
+            findings.error(f"{where}: invalid Folder {folder!r}")
+            continue
+        expected = hashlib.sha256(name.encode()).hexdigest()
+        if folder != expected:
+            findings.warn(f"{where}: Folder {folder} is not sha256 of {name} ({expected})")
+        if folder in listed:
+            findings.error(f"{where}: folder {folder} is also listed by {listed[folder]}")
+            continue
+        listed[folder] = name
+        check_folder(folder, contents, findings, used)
+        layout = contents.folders.get(folder)
+        index = _parse_json(layout.index, f"{folder}/index.json", Findings()) if layout else None
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        digests = [m.get("digest") for m in manifests if isinstance(m, dict)] if manifests else []
+        if layout is not None and layout.index is not None and digests != [digest]:
+            findings.error(f"{where}: folder {folder} holds {digests}, not {digest}")
+    return len(artifacts)
 
 
 # --- the whole check ---------------------------------------------------------------------------
@@ -740,6 +786,7 @@ class Result:
     blob_bytes: int = 0
     images: int = 0
     platforms: int = 0
+    artifacts: int = 0
 
 
 def verify(dest: Path, checksums: Path | None = None, require_checksums: bool = True) -> Result:
@@ -805,7 +852,7 @@ def verify(dest: Path, checksums: Path | None = None, require_checksums: bool = 
             )
             result.blobs, result.blob_bytes = len(contents.blobs), contents.blob_bytes
             return result
-    result.images, result.platforms = check_saved_list(contents, findings)
+    result.images, result.platforms, result.artifacts = check_saved_list(contents, findings)
     result.blobs = len(contents.blobs)
     result.blob_bytes = contents.blob_bytes
     return result
@@ -845,7 +892,8 @@ def summary(result: Result) -> str:
         what = ", ".join(pieces) or "not read"
     return (
         f"{target.dest} ({what}): {result.images} images, {result.platforms} platforms, "
-        f"{result.blobs} blobs ({human_size(result.blob_bytes)})"
+        + (f"{result.artifacts} artifacts, " if result.artifacts else "")
+        + f"{result.blobs} blobs ({human_size(result.blob_bytes)})"
     )
 
 

@@ -380,9 +380,9 @@ def test_missing_skopeo_exits_1_before_anything_runs(workdir: Path, tmp_path: Pa
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
-def test_bad_list_lines_are_reported_before_snakemake_starts(workdir: Path) -> None:
+def test_strict_bad_list_lines_are_reported_before_snakemake_starts(workdir: Path) -> None:
     write_list(workdir, "# list", "nginx:1.25", "Bad/Name:1", "ok:tag with space")
-    done = run_hangar(workdir, "save", "-f", "images.txt")
+    done = run_hangar(workdir, "save", "-f", "images.txt", "--strict")
     assert done.returncode == 1
     errors = error_lines(done.stderr)
     assert len(errors) == 2

@@ -240,12 +240,21 @@ def test_failed_image_is_retried_and_new_lines_only_save_new_images(
     assert alpine_status.stat().st_mtime_ns == saved_at  # not saved twice
 
 
-def test_bad_list_stops_before_any_download(workdir: Path, sample_images: dict) -> None:
+def test_strict_bad_list_stops_before_any_download(workdir: Path, sample_images: dict) -> None:
     write_list(workdir, [sample_images["library/alpine:3.18"].ref, "Bad/Name:1"])
-    done = run_workflow(workdir, {"file": "images.txt"}, check=False)
+    done = run_workflow(workdir, {"file": "images.txt", "strict": True}, check=False)
     assert done.returncode != 0
     assert "images.txt:2: repository names must be lower-case: 'Bad/Name'" in done.stderr
     assert not (workdir / "saved-image-cache" / "share").exists()
+
+
+def test_bad_lines_are_skipped_with_a_warning(workdir: Path, sample_images: dict) -> None:
+    alpine = sample_images["library/alpine:3.18"].ref
+    write_list(workdir, [alpine, "Bad/Name:1"])
+    done = run_workflow(workdir, {"file": "images.txt"})
+    assert 'ignore line "Bad/Name:1" in list file: invalid format (images.txt:2: ' in done.stderr
+    assert list(entries_by_source(workdir / "saved-image-cache")) == [alpine]
+    assert not (workdir / "save-failed.txt").exists()
 
 
 def test_resume_after_sigkill(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 
-from hangar.cli.flags import EXIT_FAILED, EXIT_OK, PROGRAM, error, say
+from hangar.cli.flags import EXIT_FAILED, EXIT_OK, PROGRAM, error, go_bool, say, warn
 
 TOOL_MODULES = {
     "plan": "hangar.save.plan",
@@ -14,8 +15,11 @@ TOOL_MODULES = {
     "verify": "hangar.verify",
 }
 
+# hangar v1.6's persistent flags: given before the command, they apply to it.
+GLOBAL_FLAGS = ("--debug", "--tls-verify")
+
 TOP_HELP = f"""\
-usage: {PROGRAM} [--debug] COMMAND [flags]
+usage: {PROGRAM} [--debug] [--tls-verify[=BOOL]] COMMAND [flags]
 
 Save container images for air-gapped networks, compatible with hangar v1.6 archives.
 
@@ -25,10 +29,11 @@ commands:
   verify      check an archive (parts, checksums, every blob) without extracting it
   report      write save-report.html and save-report.csv for a cache
 
-flags:
-  --debug     show Snakemake's output and the skopeo commands
-  --version   show the version and exit
-  -h, --help  show this help and exit"""
+flags (as hangar's, they apply to the command that follows):
+  --debug               show Snakemake's output and the skopeo commands
+  --tls-verify[=BOOL]   require HTTPS and verify certificates (default true)
+  --version             show the version and exit
+  -h, --help            show this help and exit"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             say(f"{PROGRAM} {version('hangar-save')}", sys.stdout)
             return EXIT_OK
-        if word == "--debug" or word.startswith("--debug="):
+        name, equals, value = word.partition("=")
+        if name in GLOBAL_FLAGS:
+            try:
+                go_bool(value if equals else "true")
+            except argparse.ArgumentTypeError as problem:
+                error(f"{name}: {problem} (see '{PROGRAM} --help')")
+                return EXIT_FAILED
             global_flags.append(word)
             continue
         error(f"unknown flag {word!r} (see '{PROGRAM} --help')")
@@ -54,17 +65,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     command, rest = words[0], words[1:]
     if command in TOOL_MODULES:
+        for flag in global_flags:
+            name, _, value = flag.partition("=")
+            if command == "plan" and name == "--tls-verify":
+                rest = [f"--tls-verify={str(go_bool(value or 'true')).lower()}", *rest]
+            else:
+                warn(f"{name} does not apply to '{PROGRAM} {command}': ignored")
         tool_main: Callable[[list[str]], int] = import_module(TOOL_MODULES[command]).main
         return tool_main(rest)
     if command != "save":
         error(f"unknown command {command!r} (see '{PROGRAM} --help')")
         return EXIT_FAILED
-    if global_flags:
-        cut = rest.index("--") if "--" in rest else len(rest)
-        rest = [*rest[:cut], *global_flags, *rest[cut:]]
     from hangar.cli.save import save_command
 
-    return save_command(rest)
+    # first: a flag given after the command as well wins, as the later one does in hangar
+    return save_command([*global_flags, *rest])
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
+from hangar.imagelist import SkippedLine
 from hangar.layout import part_number, status_dir
 from hangar.status import ImageStatus
 from hangar.units import human_size
@@ -41,16 +42,16 @@ def platform_names(status: ImageStatus) -> list[str]:
 
 
 def saved_bytes(status: ImageStatus) -> int:
-    return sum(p.Size for p in status.saved)
+    return status.saved_bytes
 
 
 def image_line(status: ImageStatus) -> str:
     """The log line of one finished image."""
     if status.state == "failed":
         return f"FAILED {status.reference}: {status.reason}"
-    if not status.saved:
+    if not status.is_saved:
         return f"SKIPPED {status.reference}: {status.reason}"
-    platforms = ", ".join(platform_names(status))
+    platforms = ", ".join(platform_names(status)) or f"artifact {status.available[0]}"
     return f"OK {status.reference} ({platforms}; {human_size(saved_bytes(status))})"
 
 
@@ -145,7 +146,7 @@ class StatusWatcher:
             if status.state == "failed":
                 if new or final:
                     tally.failed += 1
-            elif status.saved:
+            elif status.is_saved:
                 tally.saved += 1
                 tally.platforms += len(status.saved)
                 tally.bytes_total += saved_bytes(status)
@@ -256,7 +257,7 @@ class LiveDisplay:
             self.stream.flush()
 
     def image_done(self, status: ImageStatus, job_log: str = "") -> None:
-        if status.state == "failed" or not status.saved:
+        if status.state == "failed" or not status.is_saved:
             self.message(image_line(status))
 
     def render(self, tally: Tally, phase: Phase, archived: int, now: float) -> str:
@@ -292,8 +293,10 @@ def summary_lines(
     seconds: float,
     failed_file: str,
     limit: int = 10,
+    invalid: Sequence[SkippedLine] = (),
 ) -> list[str]:
-    """The end-of-run summary: what was saved, then failures and skipped images by name."""
+    """The end-of-run summary: what was saved, then failures, skipped images and invalid lines
+    by name."""
     lines = []
     earlier = f", {tally.resumed} from an earlier run" if tally.resumed else ""
     lines.append(
@@ -303,7 +306,7 @@ def summary_lines(
     if tally.done < tally.total:
         lines.append(f"{tally.total - tally.done} image(s) have no result from this run")
     failed = [s for s in statuses.values() if s.state == "failed"]
-    skipped = [s for s in statuses.values() if s.state != "failed" and not s.saved]
+    skipped = [s for s in statuses.values() if s.state != "failed" and not s.is_saved]
     if failed:
         lines.append(f"{len(failed)} image(s) failed, listed in {failed_file}:")
         lines += [f"  {s.reference}: {s.reason}" for s in failed[:limit]]
@@ -314,4 +317,9 @@ def summary_lines(
         lines += [f"  {s.reference}: {s.reason}" for s in skipped[:limit]]
         if len(skipped) > limit:
             lines.append(f"  … and {len(skipped) - limit} more")
+    if invalid:
+        lines.append(f"{len(invalid)} invalid line(s) of the list ignored (not saved):")
+        lines += [f"  {line.where}: {line.line}: {line.reason}" for line in invalid[:limit]]
+        if len(invalid) > limit:
+            lines.append(f"  … and {len(invalid) - limit} more")
     return lines

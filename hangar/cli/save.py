@@ -55,7 +55,7 @@ from hangar.cli.snakemake import (
     snakemake_command,
     write_config_file,
 )
-from hangar.imagelist import ImageListError, ListEntry, read_image_list
+from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
 from hangar.layout import part_path, state_path
 from hangar.runlock import run_lock_holder
 from hangar.settings import ConfigError, Settings, complete_config
@@ -65,7 +65,7 @@ CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
 DEFAULT_JOBS = 4
 # Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
-BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run")
+BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run", "--strict")
 # Flags taking a comma-separated list; repeating the flag adds to the list.
 # Flags taking a comma-separated list; repeating the flag adds to the list.
 LIST_FLAGS = ("-a", "--arch", "--os")
@@ -77,6 +77,7 @@ FLAG_OF_KEY = {
     "arch": "-a/--arch",
     "os": "--os",
     "no_arch_os_fail": "--no-arch-os-fail",
+    "strict": "--strict",
     "failed": "-o/--failed",
     "tls_verify": "--tls-verify",
     "cert_dir": "--cert-dir",
@@ -217,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy nothing: show the platforms each image would save and which it lacks",
     )
     extra.add_argument(
+        "--strict",
+        nargs="?",
+        const=True,
+        type=go_bool,
+        help="refuse a list with invalid lines, before any download (default: skip each with "
+        "a warning, as hangar does)",
+    )
+    extra.add_argument(
         "--cache",
         metavar="DIR",
         help="cache folder kept between runs, to resume" + default_help("cache"),
@@ -292,6 +301,7 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "retry_times": args.retry_times,
         "retry_delay": args.retry_delay,
         "no_arch_os_fail": args.no_arch_os_fail,
+        "strict": args.strict,
         "tls_verify": args.tls_verify,
         "part": args.part,
     }
@@ -324,8 +334,10 @@ def complete_flags_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("\n".join(lines)) from None
 
 
-def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry]]:
-    """Everything the workflow would reject, checked before it starts: one line per problem."""
+def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry], list[SkippedLine]]:
+    """Everything the workflow would reject, checked before it starts: one line per problem.
+
+    Returns the settings, the list's images and its invalid lines (skipped unless strict)."""
     try:
         settings = Settings.from_config(config)
     except ConfigError as problem:
@@ -334,8 +346,8 @@ def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry]]:
         raise ConfigError(text) from None
     if settings.cert_dir and not Path(settings.cert_dir).is_dir():
         raise ConfigError(_flag_message("cert_dir", f"{settings.cert_dir} is not a directory"))
-    entries = read_image_list(settings.file, settings.source)
-    return settings, entries
+    image_list = load_image_list(settings.file, settings.source, settings.strict)
+    return settings, image_list.entries, image_list.skipped
 
 
 def credential_warnings(environ: Mapping[str, str]) -> list[str]:
@@ -368,6 +380,7 @@ class RunContext:
     entries: list[ListEntry]
     config_path: Path
     log_path: Path
+    invalid: list[SkippedLine] = field(default_factory=list)
 
 
 def _job_log(image_id: str) -> str:
@@ -435,7 +448,8 @@ def report(
     settings = context.settings
     tally = watcher.tally(final=True)
     statuses = watcher.statuses()
-    for line in summary_lines(tally, statuses, seconds, str(settings.failed)):
+    lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
+    for line in lines:
         say(line)
     if signals:
         error(
@@ -471,10 +485,12 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         return EXIT_FAILED
     try:
         config = complete_flags_config(options.config)
-        settings, entries = check_config(config)
+        settings, entries, invalid = check_config(config)
     except (ConfigError, ImageListError) as problem:
         error(str(problem))
         return EXIT_FAILED
+    for line in invalid:
+        warn(str(line))
     if options.dry_run:
         if options.snakemake_args:
             warn("--dry-run ignores the Snakemake options after '--'")
@@ -490,5 +506,5 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     except OSError as problem:
         error(f"cannot write {config_path}: {problem.strerror}")
         return EXIT_FAILED
-    context = RunContext(options, settings, entries, config_path, state / LOG_NAME)
+    context = RunContext(options, settings, entries, config_path, state / LOG_NAME, invalid)
     return run_workflow(context)

@@ -42,6 +42,7 @@ from isal import igzip_threaded
 
 from hangar.layout import (
     BLOB_DIR,
+    INDEX_NAME,
     LIST_NAME,
     SHARE_DIR,
     TOP_DIR,
@@ -128,7 +129,8 @@ def _saved_time(value: object, path: Path) -> int:
 
 
 def _listed_folders(cache: Path) -> tuple[list[str], int]:
-    """Folders named by saved-images-list.json (first-seen order, no duplicates) and its mtime."""
+    """Folders named by saved-images-list.json, images' then artifacts' (first-seen order, no
+    duplicates), and its SavedTime."""
     path = saved_list_path(cache)
     data = _read_json(path, "saved images list")
     if not isinstance(data, dict) or not isinstance(data.get("List"), list):
@@ -141,6 +143,14 @@ def _listed_folders(cache: Path) -> tuple[list[str], int]:
             if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
                 raise ArchiveError(f"{path}: image {image!r} has an invalid Folder")
             folders[folder] = None
+    artifacts = data.get("Artifacts", [])
+    if not isinstance(artifacts, list):
+        raise ArchiveError(f"{path}: 'Artifacts' is not an array")
+    for artifact in artifacts:  # OCI artifacts: one layout each, blobs in share/ like images'
+        folder = artifact.get("Folder") if isinstance(artifact, dict) else None
+        if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
+            raise ArchiveError(f"{path}: artifact {artifact!r} has an invalid Folder")
+        folders[folder] = None
     return list(folders), _saved_time(data.get("SavedTime"), path)
 
 
@@ -171,7 +181,7 @@ def _references(document: object, where: str) -> tuple[list[str], list[str]]:
 
 def _folder_blobs(cache: Path, folder: str) -> set[str]:
     """Hex digests of every blob reachable from a folder's index.json."""
-    index_path = cache / folder / "index.json"
+    index_path = cache / folder / INDEX_NAME
     pending, _ = _references(_read_json(index_path, f"folder {folder}"), str(index_path))
     blobs: set[str] = set()
     while pending:

@@ -119,7 +119,7 @@ def invalidate_stale(
         trusted = (
             status is not None
             and status.state != "failed"
-            and all(checker.layout_ok(cache / p.Folder) for p in status.saved)
+            and all(checker.layout_ok(cache / folder) for folder in status.folders)
         )
         if not trusted:
             path.unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 # Parsing, ids and input functions shared by the save rules: definitions only, no side effects.
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
-from hangar.imagelist import ImageListError, read_image_list
+from hangar.imagelist import ImageListError, load_image_list
 from hangar.layout import checksum_path, saved_list_path, status_dir
 from hangar.save.image import JobOptions
 from hangar.settings import ConfigError, Settings
@@ -8,9 +8,11 @@ from hangar.skopeo import credentials_registry
 
 try:
     SETTINGS = Settings.from_config(config)
-    ENTRIES = read_image_list(SETTINGS.file, SETTINGS.source)
+    IMAGE_LIST = load_image_list(SETTINGS.file, SETTINGS.source, SETTINGS.strict)
 except (ConfigError, ImageListError) as error:
     raise WorkflowError(f"{error}") from None
+
+ENTRIES = IMAGE_LIST.entries
 
 IMAGES = {entry.ref.image_id: entry.ref for entry in ENTRIES}
 CACHE = SETTINGS.cache

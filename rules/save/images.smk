@@ -42,4 +42,4 @@ rule saved_list:
     params:
         failed=SETTINGS.failed,
     run:
-        write_saved_lists(ENTRIES, input, output.saved_list, params.failed, log[0])
+        write_saved_lists(IMAGE_LIST, input, output.saved_list, params.failed, log[0])

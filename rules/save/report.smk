@@ -17,6 +17,8 @@ rule report:
         "../../envs/hangar-save.yaml"
     params:
         cache=CACHE,
+        image_list=SETTINGS.file,
+        source=SETTINGS.source,
     script:
         "../../scripts/report.py"
 

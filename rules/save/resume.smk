@@ -3,8 +3,13 @@
 # missing or damaged, leftovers of killed jobs).
 from hangar.runlock import RunLockError, hold_run_lock
 from hangar.save.cachecheck import invalidate_stale
+from hangar.workflowlog import quiet_missing_backups
 
 if workflow.is_main_process:
+    # A first run has no earlier saved list to put back when its step fails: nothing to say.
+    quiet_missing_backups(logger)
+    for skipped in IMAGE_LIST.skipped:
+        logger.warning(f"WARNING: {skipped}")
     try:
         RUN_LOCK = hold_run_lock(CACHE)
     except RunLockError as error:
