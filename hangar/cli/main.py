@@ -21,6 +21,8 @@ Save container images for air-gapped networks, compatible with hangar v1.6 archi
 
 commands:
   save        save the images of an image list into an archive ({PROGRAM} save --help)
+  load        load an archive into a registry ({PROGRAM} load --help)
+  load-validate  check that an archive's images are in a registry, with their digests
   plan        resolve a list without downloading: sizes to fetch, free disk, missing platforms
   verify      check an archive (parts, checksums, every blob) without extracting it
   report      write save-report.html and save-report.csv for a cache
@@ -56,15 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in TOOL_MODULES:
         tool_main: Callable[[list[str]], int] = import_module(TOOL_MODULES[command]).main
         return tool_main(rest)
-    if command != "save":
+    if command not in ("save", "load", "load-validate"):
         error(f"unknown command {command!r} (see '{PROGRAM} --help')")
         return EXIT_FAILED
     if global_flags:
         cut = rest.index("--") if "--" in rest else len(rest)
         rest = [*rest[:cut], *global_flags, *rest[cut:]]
-    from hangar.cli.save import save_command
+    if command == "save":
+        from hangar.cli.save import save_command
 
-    return save_command(rest)
+        return save_command(rest)
+    from hangar.cli.load import load_command, load_validate_command
+
+    return (load_command if command == "load" else load_validate_command)(rest)
 
 
 if __name__ == "__main__":
