@@ -294,11 +294,12 @@ def _start(
     return options, config, settings
 
 
-def _statuses(settings: LoadSettings) -> dict[str, LoadStatus]:
+def _statuses(settings: LoadSettings) -> dict[str, tuple[int, LoadStatus]]:
+    """Status files by item id, with their mtime (to tell this run's from a resumed one's)."""
     found = {}
     for path in sorted(status_dir(settings.cache).glob("*.json")):
         try:
-            found[path.stem] = LoadStatus.read(path)
+            found[path.stem] = (path.stat().st_mtime_ns, LoadStatus.read(path))
         except (OSError, ValueError, TypeError):
             continue
     return found
@@ -319,12 +320,13 @@ def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
         return EXIT_FAILED
     if settings.source.format != "dir" and not is_extracted(settings.source, settings.cache):
         say(f"extracting {settings.source.path} into {settings.cache}")
+    earlier = {item_id: mtime for item_id, (mtime, _) in _statuses(settings).items()}
     seen: set[str] = set()
     begun = time.monotonic()
 
     def tick() -> None:
-        for item_id, status in _statuses(settings).items():
-            if item_id in seen:
+        for item_id, (mtime, status) in _statuses(settings).items():
+            if item_id in seen or earlier.get(item_id) == mtime:
                 continue
             seen.add(item_id)
             if status.state == "ok":
@@ -338,9 +340,11 @@ def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     outcome = run_snakemake(command, log_path, settings.cache, options.debug, tick, say)
     tick()
     statuses = _statuses(settings)
-    loaded = sum(status.state == "ok" for status in statuses.values())
+    loaded = sum(status.state == "ok" for _, status in statuses.values())
     failed = len(statuses) - loaded
-    say(f"{loaded} image(s) loaded, {failed} failed in {time.monotonic() - begun:.0f}s")
+    resumed = sum(earlier.get(item_id) == mtime for item_id, (mtime, _) in statuses.items())
+    kept = f" ({resumed} by the interrupted run)" if resumed else ""
+    say(f"{loaded} image(s) loaded{kept}, {failed} failed in {time.monotonic() - begun:.0f}s")
     if outcome.signals:
         error(f"interrupted: run the same command again to resume ({loaded} image(s) loaded)")
         return 128 + outcome.signals[0]
