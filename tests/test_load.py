@@ -294,3 +294,62 @@ def test_snakemake_with_a_load_config_does_the_same(
         timeout=600,
     )
     hangar(tmp_path, "load-validate", "-s", str(archives["dir"]), "-d", dest.host)
+
+
+def _blob(share: Path, data: bytes) -> dict[str, Any]:
+    digest = hashlib.sha256(data).hexdigest()
+    (share / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def test_an_oci_artifact_is_pushed_unchanged(
+    archives: dict[str, Path], registry_factory: Any, tmp_path: Path
+) -> None:
+    """The Artifacts key of saved-images-list.json (Helm charts): pushed with its digest."""
+    dest = registry_factory()
+    archive = tmp_path / "with-chart"
+    shutil.copytree(archives["dir"], archive)
+    share = archive / "share"
+    config = {
+        "mediaType": "application/vnd.cncf.helm.config.v1+json",
+        **_blob(share, b'{"name":"c"}'),
+    }
+    layer = {
+        "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        **_blob(share, b"chart"),
+    }
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": [layer],
+        }
+    ).encode()
+    descriptor = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **_blob(share, manifest),
+    }
+    source = "charts.example/charts/mychart"
+    folder = hashlib.sha256(f"{source}:1.2.3".encode()).hexdigest()
+    (archive / folder).mkdir()
+    (archive / folder / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (archive / folder / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [descriptor]})
+    )
+    listing = json.loads((archive / "saved-images-list.json").read_text())
+    listing["Artifacts"] = [
+        {
+            "Source": source,
+            "Tag": "1.2.3",
+            "Digest": descriptor["digest"],
+            "MediaType": descriptor["mediaType"],
+            "ArtifactType": "application/vnd.cncf.helm.config.v1+json",
+            "Folder": folder,
+        }
+    ]
+    (archive / "saved-images-list.json").write_text(json.dumps(listing))
+    hangar(tmp_path, "load", "-s", str(archive), "-d", dest.host)
+    raw = inspect_raw(f"{dest.host}/charts/mychart:1.2.3")
+    assert raw == manifest
+    hangar(tmp_path, "load-validate", "-s", str(archive), "-d", dest.host)
