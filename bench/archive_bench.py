@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cachefactory import make_cache  # noqa: E402
 
+from hangar.layout import STATE_DIR  # noqa: E402
 from hangar.save.archive import (  # noqa: E402
-    STATE_DIR,
     STATE_NAME,
     Compress,
     build_archive,

@@ -155,12 +155,40 @@ class Skopeo:
                 "copy",
                 *(["--all", "--preserve-digests"] if exact else []),
                 *self._auth_args("src-"),
+                # the manifest as the registry serves it: a Docker v2s2 manifest is not turned
+                # into OCI, so its digest stays the recorded one (and load can push it unchanged)
+                "--preserve-digests",
                 f"docker://{reference}",
                 f"oci:{layout}",
                 "--dest-shared-blob-dir",
                 str(shared_blob_dir),
             ]
         )
+
+    def push(
+        self,
+        layout: Path,
+        shared_blob_dir: Path | None,
+        reference: str,
+        *,
+        manifest_format: str = "",
+        index_only: bool = False,
+        digestfile: Path | None = None,
+    ) -> None:
+        """Push the OCI layout ``layout`` to ``docker://reference``, keeping the manifest's
+        digest unless ``manifest_format`` (``v2s2``) asks for a conversion."""
+        args = ["--insecure-policy", "copy", *self._auth_args("dest-")]
+        if shared_blob_dir is not None:
+            args += ["--src-shared-blob-dir", str(shared_blob_dir)]
+        if manifest_format:
+            args += ["--format", manifest_format]
+        else:
+            args.append("--preserve-digests")
+        if index_only:
+            args.append("--multi-arch=index-only")
+        if digestfile is not None:
+            args += ["--digestfile", str(digestfile)]
+        self.run([*args, f"oci:{layout}", f"docker://{reference}"])
 
     def run(self, args: Sequence[str]) -> bytes:
         """Run skopeo; retry transient failures with exponential backoff."""
@@ -213,12 +241,20 @@ def credentials_registry(source: str, registries: Iterable[str]) -> str:
     return named.pop() if len(named) == 1 else "docker.io"
 
 
+SOURCE_CREDENTIALS = ("SOURCE_USERNAME", "SOURCE_PASSWORD")
+DEST_CREDENTIALS = ("DEST_USERNAME", "DEST_PASSWORD")
+
+
 @contextmanager
 def credentials_file(
-    registry: str, environ: Mapping[str, str] | None = None, for_registry: str = ""
+    registry: str,
+    environ: Mapping[str, str] | None = None,
+    for_registry: str = "",
+    variables: tuple[str, str] = SOURCE_CREDENTIALS,
 ) -> Iterator[str]:
-    """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set
-    and they are ``for_registry``'s (default: ``registry``'s).
+    """An auth file for ``registry`` built from the ``variables`` (SOURCE_USERNAME and
+    SOURCE_PASSWORD, or DEST_USERNAME and DEST_PASSWORD), if both are set and they are
+    ``for_registry``'s (default: ``registry``'s).
 
     Credentials go to a private in-memory file passed to skopeo as ``--authfile /dev/fd/N``:
     never on a command line, in a log, in Snakemake params or on disk, not even when the job is
@@ -227,7 +263,7 @@ def credentials_file(
     use its default auth files).
     """
     env = os.environ if environ is None else environ
-    username, password = env.get("SOURCE_USERNAME", ""), env.get("SOURCE_PASSWORD", "")
+    username, password = env.get(variables[0], ""), env.get(variables[1], "")
     if not (username and password) or registry != (for_registry or registry):
         yield env.get("REGISTRY_AUTH_FILE", "")
         return

@@ -246,7 +246,7 @@ def plan_stream(
     return StreamPlan(files, expected, whole, not missing and count > 0)
 
 
-class _PartReader(io.RawIOBase):
+class PartReader(io.RawIOBase):
     """The parts as one stream, hashing each part and the whole while they are read.
 
     A background thread reads and hashes the files (hashlib releases the GIL), so checksums
@@ -408,7 +408,7 @@ def take_dir(name: str, contents: Contents) -> None:
         contents.folders.setdefault(first, Folder())
 
 
-def _safe_relative(name: str) -> str | None:
+def relative_to_top(name: str) -> str | None:
     """``name`` under the top directory, relative to it; None when it is outside or unsafe."""
     name = name.rstrip("/")
     if name.startswith("/") or ".." in name.split("/"):
@@ -420,7 +420,7 @@ def _safe_relative(name: str) -> str | None:
     return name[len(TOP_DIR) + 1 :]
 
 
-def _open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
+def open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
     magic = raw.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
         return "gzip", cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
@@ -436,22 +436,22 @@ def _open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
 
 def read_tar_stream(
     plan: StreamPlan, contents: Contents, findings: Findings
-) -> tuple[str, _PartReader, bool]:
+) -> tuple[str, PartReader, bool]:
     """Decompress and read the tar in one pass.
 
     Returns the compression, the (drained) part reader and whether the stream was read to its
     end without error.
     """
-    reader = _PartReader(plan.files, hash_whole=len(plan.files) > 1 or bool(plan.whole))
+    reader = PartReader(plan.files, hash_whole=len(plan.files) > 1 or bool(plan.whole))
     raw: io.BufferedReader[Any] = io.BufferedReader(reader, CHUNK)
     compression = "?"
     complete = False
     try:
-        compression, stream = _open_decompressed(raw)
+        compression, stream = open_decompressed(raw)
         seen: set[str] = set()
         with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
             for member in tar:
-                relative = _safe_relative(member.name)
+                relative = relative_to_top(member.name)
                 if relative is None:
                     findings.error(f"{member.name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
                     continue

@@ -355,7 +355,8 @@ def test_help_names_every_flag_and_the_jobs_default(workdir: Path) -> None:
         (["save", "-f", "l.txt", "-j", "many"], "invalid int value: 'many'"),
         (["save", "-f", "l.txt", "--tls-verify=maybe"], "expected true or false, got 'maybe'"),
         (["save", "-f", "l.txt", "--bogus"], "unrecognized arguments: --bogus"),
-        (["load"], "unknown command 'load'"),
+        (["load"], "-s/--source is required"),
+        (["mirror"], "unknown command 'mirror'"),
     ],
 )
 def test_bad_command_lines_exit_1_with_one_line(

@@ -25,6 +25,8 @@ Save container images for air-gapped networks, compatible with hangar v1.6 archi
 
 commands:
   save        save the images of an image list into an archive ({PROGRAM} save --help)
+  load        load an archive into a registry ({PROGRAM} load --help)
+  load-validate  check that an archive's images are in a registry, with their digests
   plan        resolve a list without downloading: sizes to fetch, free disk, missing platforms
   verify      check an archive (parts, checksums, every blob) without extracting it
   report      write save-report.html and save-report.csv for a cache
@@ -73,13 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 warn(f"{name} does not apply to '{PROGRAM} {command}': ignored")
         tool_main: Callable[[list[str]], int] = import_module(TOOL_MODULES[command]).main
         return tool_main(rest)
-    if command != "save":
+    if command not in ("save", "load", "load-validate"):
         error(f"unknown command {command!r} (see '{PROGRAM} --help')")
         return EXIT_FAILED
-    from hangar.cli.save import save_command
-
     # first: a flag given after the command as well wins, as the later one does in hangar
-    return save_command([*global_flags, *rest])
+    rest = [*global_flags, *rest]
+    if command == "save":
+        from hangar.cli.save import save_command
+
+        return save_command(rest)
+    from hangar.cli.load import load_command, load_validate_command
+
+    return (load_command if command == "load" else load_validate_command)(rest)
 
 
 if __name__ == "__main__":
