@@ -240,8 +240,9 @@ def _in_cache(blob: Blob, cache: Path) -> bool:
             return True
     except OSError:
         pass
-    # skopeo stores a Docker-format manifest and its config converted to OCI, under other
-    # digests: the platform's folder shows they were saved.
+    # Caches saved before manifests were kept as served (and hangar v1.6's own) hold a
+    # Docker-format manifest and its config converted to OCI, under other digests: the
+    # platform's folder shows they were saved.
     return blob.kind != "layer" and (cache / blob.folder / INDEX_NAME).is_file()
 
 
