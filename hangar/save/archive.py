@@ -5,17 +5,13 @@ whose blobs live in the shared `share/sha256/`) and every blob its manifests ref
 
 * gzip / zstd: one streaming pass tar -> compressor -> part writer (hashes computed on the way), top
   directory `saved-image-cache/`, reproducible entries (sorted, uid/gid 0, fixed modes, mtime = the
-  list's SavedTime);
+  list's SavedTime). Blobs that are already gzip or zstd data are passed to the compressor as such
+  (hangar.save.compressor: stored, not re-compressed); the part writer runs in a thread of its own;
 * dir: a copy of the cache root built with hard links beside the destination.
 
 `<dest>.sha256` (sha256sum format) is written last; its presence marks a complete archive.
 
-gzip compressor, chosen by measurement (2 cores, 256 MiB of random data, MB/s of input):
-python-isal igzip_threaded level 1: 1.4-1.5 GB/s (2 threads), 1.1 GB/s (1 thread); level 2: same
-speed; level 0: 0.5 GB/s; level 3: 0.43 GB/s. zlib-ng gzip_ng_threaded level 1: 0.18 GB/s;
-pigz -p2: 0.09 GB/s (-1: 0.1 GB/s). zstandard level 3, 2 threads: 1.2 GB/s; zstd -T0 CLI: 0.9 GB/s.
-End to end (bench/archive_bench.py, 560 MB cache, idle machine): gzip 760 MB/s, zstd 850 MB/s,
-tar | pigz -p2 69 MB/s, tar | zstd -T0 540 MB/s, tar | cat 1.9 GB/s.
+The compressors and their measurements: hangar/save/compressor.py.
 """
 
 from __future__ import annotations
@@ -37,9 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-import zstandard
-from isal import igzip_threaded
-
 from hangar.layout import (
     BLOB_DIR,
     INDEX_NAME,
@@ -53,15 +46,21 @@ from hangar.layout import (
     saved_list_path,
     state_path,
 )
+from hangar.save.compressor import (
+    GZIP_LEVEL,
+    ZSTD_LEVEL,
+    Pipeline,
+    TarCompressor,
+    is_compressed,
+    open_compressor,
+)
 
 Compress = Literal["gzip", "zstd", "dir"]
 
 STATE_NAME = "archive-state.json"
 CHUNK = 1 << 20  # read and write unit of the stream
-GZIP_LEVEL = 1  # as fast as level 2 and compresses manifests/configs as well (0.26 on JSON)
-ZSTD_LEVEL = 3
 RECORD_SIZE = 20 * tarfile.BLOCKSIZE  # tar output is padded to a multiple of this
-FORMAT_VERSION = 1  # bump when the archive bytes for the same input change
+FORMAT_VERSION = 2  # bump when the archive bytes for the same input change
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -75,10 +74,6 @@ class ArchiveError(Exception):
 
 class _Writer(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
-
-
-class _Stream(_Writer, Protocol):
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -263,9 +258,10 @@ def _tar_header(name: str, size: int, is_dir: bool, mtime: int) -> bytes:
 
 
 class _Coalescer:
-    """Groups small writes (headers, padding, small files) into ~CHUNK-sized writes."""
+    """Groups small writes (headers, padding, small files) into ~CHUNK-sized writes; contents of
+    already-compressed blobs go to the compressor's write_stored."""
 
-    def __init__(self, out: _Writer) -> None:
+    def __init__(self, out: TarCompressor) -> None:
         self.out = out
         self.pending = bytearray()
         self.total = 0
@@ -281,6 +277,11 @@ class _Coalescer:
         else:
             self.pending += data
 
+    def write_stored(self, data: bytes | bytearray | memoryview) -> None:
+        self.total += len(data)
+        self.flush()
+        self.out.write_stored(data)
+
     def flush(self) -> None:
         if self.pending:
             self.out.write(self.pending)
@@ -291,19 +292,22 @@ def _copy_file(entry: Entry, out: _Coalescer, buffer: bytearray) -> None:
     assert entry.source is not None
     view = memoryview(buffer)
     remaining = entry.size
+    write = out.write
     with open(entry.source, "rb", buffering=0) as src:
         while remaining:
             count = src.readinto(view[: min(remaining, CHUNK)])
             if not count:
                 raise ArchiveError(f"{entry.source} shrank while being archived")
-            out.write(view[:count])
+            if remaining == entry.size and is_compressed(view[:count]):
+                write = out.write_stored
+            write(view[:count])
             remaining -= count
     if entry.source.stat().st_size != entry.size:
         raise ArchiveError(f"{entry.source} changed size while being archived")
     out.write(bytes(-entry.size % tarfile.BLOCKSIZE))
 
 
-def write_tar(selection: Selection, out: _Writer) -> int:
+def write_tar(selection: Selection, out: TarCompressor) -> int:
     """Stream the selection as a ustar archive under TOP_DIR/; returns the tar size."""
     sink = _Coalescer(out)
     buffer = bytearray(CHUNK)
@@ -317,21 +321,6 @@ def write_tar(selection: Selection, out: _Writer) -> int:
     sink.write(bytes(-sink.total % RECORD_SIZE))
     sink.flush()
     return sink.total
-
-
-def _open_compressor(compress: Compress, out: _Writer, threads: int) -> _Stream:
-    threads = max(1, threads)  # output is identical for any thread count >= 1
-    if compress == "gzip":
-        stream: _Stream = igzip_threaded.open(  # type: ignore[no-untyped-call]
-            out, "wb", compresslevel=GZIP_LEVEL, threads=threads, block_size=CHUNK
-        )
-        return stream
-    if compress == "zstd":
-        compressor = zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL, threads=threads, write_checksum=True
-        )
-        return compressor.stream_writer(out, closefd=False)  # type: ignore[arg-type]
-    raise ValueError(f"no compressor for {compress!r}")
 
 
 # --- output files ------------------------------------------------------------------------------
@@ -512,16 +501,18 @@ def _build_tar(
     token: str,
 ) -> tuple[list[Path], int, str, dict[str, int]]:
     """Write the compressed stream, then move it into place; returns checksum text and sizes."""
+    if compress == "dir":
+        raise ValueError("no compressor for 'dir'")
     writer = _PartWriter(dest, part_size, token)
     try:
-        stream = _open_compressor(compress, writer, threads)
+        pipeline = Pipeline(writer) if threads > 1 else None  # the same bytes either way
         try:
+            stream = open_compressor(compress, pipeline or writer)
             write_tar(selection, stream)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                stream.close()
-            raise
-        stream.close()
+            stream.close()
+        finally:
+            if pipeline is not None:
+                pipeline.close()  # waits for the writer thread; raises its error
         written = writer.close()
     except BaseException:
         writer.abort()
