@@ -137,3 +137,8 @@ def clamp_jobs(jobs: int | None, default: int) -> tuple[int, str]:
 def default_help(key: str) -> str:
     """`` (default X)`` for a help text, from the workflow schema."""
     return f" (default {default_text(schema_defaults()[key])})"
+
+
+def add_bool_flag(group: Any, name: str, help_text: str) -> None:
+    """A Go-style boolean flag: ``--name`` (true), ``--name=true`` or ``--name=false``."""
+    group.add_argument(name, nargs="?", const=True, type=go_bool, help=help_text)

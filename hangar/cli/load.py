@@ -26,9 +26,9 @@ from hangar.cli.flags import (
     HelpFormatter,
     Parser,
     UsageError,
+    add_bool_flag,
     clamp_jobs,
     error,
-    go_bool,
     normalise_argv,
     say,
     warn,
@@ -133,20 +133,8 @@ def _common_flags(parser: argparse.ArgumentParser, failed_default: str) -> argpa
         metavar="N",
         help=f"images in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS})",
     )
-    flags.add_argument(
-        "--tls-verify",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="require HTTPS and verify certificates (default true)",
-    )
-    flags.add_argument(
-        "--debug",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="show Snakemake's output and skopeo commands",
-    )
+    add_bool_flag(flags, "--tls-verify", "require HTTPS and verify certificates (default true)")
+    add_bool_flag(flags, "--debug", "show Snakemake's output and skopeo commands")
     flags.add_argument("-h", "--help", action="help", help="show this help and exit")
     extra = parser.add_argument_group("additions")
     extra.add_argument(
@@ -196,13 +184,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             metavar="TYPE",
             help="harbor: create missing projects",
         )
-        flags.add_argument(
-            "--harbor-https",
-            nargs="?",
-            const=True,
-            type=go_bool,
-            help="use HTTPS for Harbor's API (default true)",
-        )
+        add_bool_flag(flags, "--harbor-https", "use HTTPS for Harbor's API (default true)")
         parser.add_argument_group("additions").add_argument(
             "--format",
             choices=("v2s2",),

@@ -30,6 +30,7 @@ from hangar.cli.flags import (
     HelpFormatter,
     Parser,
     UsageError,
+    add_bool_flag,
     clamp_jobs,
     default_help,
     error,
@@ -155,12 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="operating systems to save" + default_help("os"),
     )
-    flags.add_argument(
+    add_bool_flag(
+        flags,
         "--no-arch-os-fail",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="count an image as failed when no platform matches --arch/--os (default false)",
+        "count an image as failed when no platform matches --arch/--os (default false)",
     )
     flags.add_argument(
         "-j",
@@ -194,35 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="archive format: gzip, zstd, or dir (a plain directory)" + default_help("compress"),
     )
-    flags.add_argument(
-        "--tls-verify",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="require HTTPS and verify certificates (default true)",
-    )
-    flags.add_argument(
-        "--debug",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="show Snakemake's output and the skopeo commands of each image",
-    )
+    add_bool_flag(flags, "--tls-verify", "require HTTPS and verify certificates (default true)")
+    add_bool_flag(flags, "--debug", "show Snakemake's output and the skopeo commands of each image")
     flags.add_argument("-h", "--help", action="help", help="show this help and exit")
     extra = parser.add_argument_group("additions")
-    extra.add_argument(
+    add_bool_flag(
+        extra,
         "--dry-run",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="copy nothing: show the platforms each image would save and which it lacks",
+        "copy nothing: show the platforms each image would save and which it lacks",
     )
-    extra.add_argument(
+    add_bool_flag(
+        extra,
         "--strict",
-        nargs="?",
-        const=True,
-        type=go_bool,
-        help="refuse a list with invalid lines, before any download (default: skip each with "
+        "refuse a list with invalid lines, before any download (default: skip each with "
         "a warning, as hangar does)",
     )
     extra.add_argument(

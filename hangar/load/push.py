@@ -231,14 +231,7 @@ def run_job(
             print(message, file=log_file, flush=True)
 
         with credentials_file(options.registry, variables=DEST_CREDENTIALS) as authfile:
-            skopeo = Skopeo(
-                tls_verify=options.tls_verify,
-                cert_dir=options.cert_dir,
-                authfile=authfile,
-                retry_times=options.retry_times,
-                retry_delay=options.retry_delay,
-                log=log,
-            )
+            skopeo = Skopeo.from_settings(options, authfile, log)
             status = load_item(item, options, skopeo, log)
         write_atomic(status_path, status.to_json())
         log(f"{status.state.upper()} {item.line} -> {status.destination} in {status.seconds:.1f}s")

@@ -61,14 +61,7 @@ def validate(
     with credentials_file(options.registry, variables=DEST_CREDENTIALS) as authfile:
 
         def check(item: LoadItem) -> list[str]:
-            skopeo = Skopeo(
-                tls_verify=options.tls_verify,
-                cert_dir=options.cert_dir,
-                authfile=authfile,
-                retry_times=options.retry_times,
-                retry_delay=options.retry_delay,
-                log=lambda _text: None,
-            )
+            skopeo = Skopeo.from_settings(options, authfile, lambda _text: None)
             try:
                 problems = item_problems(item, options, skopeo)
             except (ImageError, SavedListError, ValueError) as problem:
