@@ -3,11 +3,13 @@
 # missing or damaged, leftovers of killed jobs).
 from hangar.runlock import RunLockError, hold_run_lock
 from hangar.save.cachecheck import invalidate_stale
+from hangar.logview import announce_run
 from hangar.workflowlog import quiet_missing_backups
 
 if workflow.is_main_process:
     # A first run has no earlier saved list to put back when its step fails: nothing to say.
     quiet_missing_backups(logger)
+    announce_run(logger, SETTINGS, IMAGE_LIST)
     for skipped in IMAGE_LIST.skipped:
         logger.warning(f"WARNING: {skipped}")
     try:
