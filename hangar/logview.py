@@ -158,9 +158,9 @@ class SaveLogView:
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
         kept = [line for line in lines if not line.startswith("File ") and line[-1:] != ":"]
-        text = raised[-1] if raised else "; ".join(kept) or "failed"
-        self._errors.append(text)
-        self._say(f"ERROR: {text}")
+        for text in raised[-1:] or kept or ["failed"]:
+            self._errors.append(text)
+            self._say(f"ERROR: {text}")
 
     def _job_finished(self, jobid: int) -> None:
         job = self._jobs.get(jobid)
@@ -223,6 +223,8 @@ class SaveLogView:
         self._display.close()
         settings = self._run.settings
         tally = self._watcher.tally(final=True)
+        if self._errors and not any(map(self._watcher.is_new, self._watcher.ids)):
+            return  # stopped before any image (config, preflight): the error says it all
         lines = summary_lines(
             tally,
             self._watcher.statuses(),

@@ -20,6 +20,34 @@ from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
 from hangar.logview import FULL_LOG_VARIABLE
 
+# Options whose output is Snakemake's own answer, not a save: shown unchanged.
+_OTHER_MODES = frozenset(
+    (
+        "--debug",
+        "--lint",
+        "--summary",
+        "-S",
+        "--detailed-summary",
+        "-D",
+        "--list",
+        "-l",
+        "--list-rules",
+        "--list-changes",
+        "--lc",
+        "--list-target-rules",
+        "--lt",
+        "--unlock",
+        "--report",
+        "--cleanup-metadata",
+        "--dag",
+        "--rulegraph",
+        "--filegraph",
+        "-n",
+        "--dry-run",
+        "--dryrun",
+    )
+)
+
 
 @dataclass
 class LogHandlerSettings(LogHandlerSettingsBase):
@@ -36,7 +64,7 @@ def _wants_full_log(common: Any, settings: LogHandlerSettings | None) -> bool:
         or getattr(common, "dryrun", False)
         or (settings is not None and settings.full_log)
         or os.environ.get(FULL_LOG_VARIABLE) == "full"
-        or "--debug" in sys.argv
+        or any(word.split("=")[0] in _OTHER_MODES for word in sys.argv)
     )
 
 

@@ -4,6 +4,7 @@
 from hangar.runlock import RunLockError, hold_run_lock
 from hangar.save.cachecheck import invalidate_stale
 from hangar.logview import announce_run
+from hangar.preflight import PreflightError, check
 from hangar.workflowlog import quiet_missing_backups
 
 if workflow.is_main_process:
@@ -25,3 +26,21 @@ if workflow.is_main_process:
         logger.info(
             f"saving {len(CHECK.retried)} image(s) again: failed or damaged last time"
         )
+
+
+# Before any download (onstart: real runs only, not dry runs or --lint): one line per mistake,
+# instead of one failure per image.
+onstart:
+    preflight = [
+        ref for i, ref in IMAGES.items() if not (STATUS_DIR / f"{i}.json").exists()
+    ]
+    if config.get("preflight", True) and preflight:
+        try:
+            check(
+                SETTINGS.arch,
+                SETTINGS.os,
+                (ref.registry for ref in preflight),
+                SETTINGS.tls_verify,
+            )
+        except PreflightError as error:
+            raise WorkflowError(str(error)) from None
