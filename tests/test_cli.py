@@ -640,7 +640,8 @@ def test_stale_lock_is_cleared_and_a_failed_run_names_its_cause_and_log(
     write_list(workdir, sample_images["library/alpine:3.18"].ref)
     path = f"{fake}:{os.environ['PATH']}"
     # The workflow profile turns Snakemake's own locking off; without it the lock is checked.
-    args = ["save", "-f", "images.txt", "--", "--workflow-profile", "none", "--force-use-threads"]
+    args = ["save", "-f", "images.txt", "--tls-verify=false", "--", "--workflow-profile", "none",
+            "--force-use-threads"]  # fmt: skip
     done = run_hangar(workdir, *args, env={"PATH": path})
     assert done.returncode == 1
     assert "removing a stale Snakemake lock left by a killed run" in done.stderr
