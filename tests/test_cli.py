@@ -288,7 +288,7 @@ def test_plain_display_writes_one_line_per_image() -> None:
     display.update(Tally(total=2, saved=1, failed=1), "archive", 10)
     assert stream.getvalue().splitlines() == [
         "OK r/a:1 (linux/amd64; 1.5 KiB)",
-        "FAILED r/b:1: manifest unknown",
+        "FAILED r/b:1: not found: no such image or tag in the registry",
         "2/2 images done: archiving out.tar.gz",
     ]
 
@@ -307,7 +307,10 @@ def test_live_display_redraws_one_line() -> None:
     display.image_done(status("r/b:1", "failed", reason="denied"))
     display.close()
     text = stream.getvalue()
-    assert "\r\x1b[KFAILED r/b:1: denied\n\r\x1b[Kimages 4/10" in text
+    denied = (
+        "unauthorized at r: set SOURCE_USERNAME and SOURCE_PASSWORD (or REGISTRY_AUTH_FILE) for it"
+    )
+    assert f"\r\x1b[KFAILED r/b:1: {denied}\n\r\x1b[Kimages 4/10" in text
     assert text.endswith("\r\x1b[K")
 
 
@@ -322,7 +325,8 @@ def test_summary_names_failed_and_skipped_images() -> None:
         "saved 1 of 4 images (1 platforms, 10 B) in 1:15",
         "1 image(s) have no result from this run",
         "1 image(s) failed, listed in failed.txt:",
-        "  r/b:1: denied",
+        "  r/b:1: unauthorized at r: set SOURCE_USERNAME and SOURCE_PASSWORD (or "
+        "REGISTRY_AUTH_FILE) for it",
         "1 image(s) skipped, no platform matches --arch/--os:",
         "  r/c:1: no platform",
     ]
@@ -637,7 +641,8 @@ def test_stale_lock_is_cleared_and_a_failed_run_names_its_cause_and_log(
     write_list(workdir, sample_images["library/alpine:3.18"].ref)
     path = f"{fake}:{os.environ['PATH']}"
     # The workflow profile turns Snakemake's own locking off; without it the lock is checked.
-    args = ["save", "-f", "images.txt", "--", "--workflow-profile", "none", "--force-use-threads"]
+    args = ["save", "-f", "images.txt", "--tls-verify=false", "--", "--workflow-profile", "none",
+            "--force-use-threads"]  # fmt: skip
     done = run_hangar(workdir, *args, env={"PATH": path})
     assert done.returncode == 1
     assert "removing a stale Snakemake lock left by a killed run" in done.stderr

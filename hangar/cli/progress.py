@@ -21,6 +21,7 @@ from typing import Literal, Protocol, TextIO
 
 from hangar.imagelist import SkippedLine
 from hangar.layout import part_number, status_dir
+from hangar.reasons import Failure, grouped_lines, plain
 from hangar.status import ImageStatus
 from hangar.units import human_size
 
@@ -48,7 +49,7 @@ def saved_bytes(status: ImageStatus) -> int:
 def image_line(status: ImageStatus) -> str:
     """The log line of one finished image."""
     if status.state == "failed":
-        return f"FAILED {status.reference}: {status.reason}"
+        return f"FAILED {status.reference}: {plain(status.reason, status.reference).text}"
     if not status.is_saved:
         return f"SKIPPED {status.reference}: {status.reason}"
     platforms = ", ".join(platform_names(status)) or f"artifact {status.available[0]}"
@@ -309,9 +310,7 @@ def summary_lines(
     skipped = [s for s in statuses.values() if s.state != "failed" and not s.is_saved]
     if failed:
         lines.append(f"{len(failed)} image(s) failed, listed in {failed_file}:")
-        lines += [f"  {s.reference}: {s.reason}" for s in failed[:limit]]
-        if len(failed) > limit:
-            lines.append(f"  … and {len(failed) - limit} more")
+        lines += grouped_lines([Failure(s.reference, s.reason) for s in failed], limit)
     if skipped:
         lines.append(f"{len(skipped)} image(s) skipped, no platform matches --arch/--os:")
         lines += [f"  {s.reference}: {s.reason}" for s in skipped[:limit]]

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from hangar.cli.flags import PROGRAM
+from hangar.logview import FULL_LOG_VARIABLE
 from hangar.runlock import run_lock_holder
 from hangar.settings import SNAKEFILE
 from hangar.status import write_atomic
@@ -82,7 +83,9 @@ class SnakemakeRun:
         self.stale_lock = False
         self.signals: list[int] = []
         self._pending = b""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Snakemake's full log (not the logger plugin's summary): this command follows it and
+        # shows its own progress and summary.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", FULL_LOG_VARIABLE: "full"}
         with log_path.open("ab" if append else "wb") as log:
             self._reader = log_path.open("rb")
             self._reader.seek(log.tell())
@@ -210,7 +213,7 @@ def explain_failure(log_text: str, returncode: int) -> str:
                     break
             break
     reason = (
-        (_job_log_reason(Path(job_log)) if job_log else "")
+        (job_log_reason(Path(job_log)) if job_log else "")
         or _raised_in_workflow(lines)
         or _workflow_error(lines)
         or next((line.strip() for line in reversed(lines) if _EXCEPTION_LINE.match(line)), "")
@@ -241,7 +244,8 @@ def _workflow_error(lines: Sequence[str]) -> str:
     return ""
 
 
-def _job_log_reason(path: Path) -> str:
+def job_log_reason(path: Path) -> str:
+    """The last error line of a job's log."""
     try:
         text = path.read_text(errors="replace")
     except OSError:

@@ -3,11 +3,14 @@
 # missing or damaged, leftovers of killed jobs).
 from hangar.runlock import RunLockError, hold_run_lock
 from hangar.save.cachecheck import invalidate_stale
+from hangar.logview import announce_run
+from hangar.preflight import PreflightError, check
 from hangar.workflowlog import quiet_missing_backups
 
 if workflow.is_main_process:
     # A first run has no earlier saved list to put back when its step fails: nothing to say.
     quiet_missing_backups(logger)
+    announce_run(logger, SETTINGS, IMAGE_LIST)
     for skipped in IMAGE_LIST.skipped:
         logger.warning(f"WARNING: {skipped}")
     try:
@@ -23,3 +26,21 @@ if workflow.is_main_process:
         logger.info(
             f"saving {len(CHECK.retried)} image(s) again: failed or damaged last time"
         )
+
+
+# Before any download (onstart: real runs only, not dry runs or --lint): one line per mistake,
+# instead of one failure per image.
+onstart:
+    preflight = [
+        ref for i, ref in IMAGES.items() if not (STATUS_DIR / f"{i}.json").exists()
+    ]
+    if config.get("preflight", True) and preflight:
+        try:
+            check(
+                SETTINGS.arch,
+                SETTINGS.os,
+                (ref.registry for ref in preflight),
+                SETTINGS.tls_verify,
+            )
+        except PreflightError as error:
+            raise WorkflowError(str(error)) from None
