@@ -1,12 +1,16 @@
 # Parsing, ids and input functions shared by the rules (no rules here).
 # Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
+from pathlib import Path
+
 from hangar.save.cachecheck import invalidate_stale
 from hangar.imagelist import ImageListError, read_image_list
-from hangar.runlock import RunLockError, hold_run_lock
+from hangar.runlock import RunLockError, hold_destination_lock, hold_run_lock
+from hangar.safedelete import UnsafeCacheError
+from hangar.save.archive import damaged_archive
 from hangar.save.image import JobOptions, run_job
 from hangar.save.savedlist import run_job as write_saved_lists
 from hangar.settings import ConfigError, Settings
-from hangar.skopeo import credentials_registry
+from hangar.skopeo import credentials_registry, stop_on_sigterm
 from hangar.status import status_dir
 
 try:
@@ -31,15 +35,22 @@ JOB_OPTIONS = JobOptions(
     cert_dir=SETTINGS.cert_dir,
     retry_times=SETTINGS.retry_times,
     retry_delay=SETTINGS.retry_delay,
+    timeout=SETTINGS.timeout,
+    lines={entry.ref.image_id: entry.line_numbers for entry in ENTRIES},
 )
 
 if workflow.is_main_process:
     try:
         RUN_LOCK = hold_run_lock(CACHE)
-    except RunLockError as error:
+        DESTINATION_LOCK = hold_destination_lock(SETTINGS.destination)
+        # Failed images, and saves whose folders or blobs are missing or damaged, are redone.
+        CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    except (RunLockError, UnsafeCacheError) as error:
         raise WorkflowError(str(error)) from None
-    # Failed images, and saves whose folders or blobs are missing or damaged, are redone.
-    CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    # An archive file deleted or cut short since: forget the record, so it is written again.
+    if problem := damaged_archive(CACHE, SETTINGS.destination):
+        logger.warning(f"writing the archive again: {problem}")
+        Path(ARCHIVE_RECORD).unlink()
     if CHECK.removed_blobs:
         logger.warning(
             f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"

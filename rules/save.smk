@@ -1,6 +1,12 @@
 # Stage 1: one job per image copies its selected platforms into the shared cache.
 
 
+# Snakemake's SIGTERM lets running jobs finish, which a hung copy never does: stop the skopeo
+# children first, so that the run ends within seconds and resumes at the next.
+onstart:
+    stop_on_sigterm()
+
+
 # A `run:` job runs in Snakemake's own process (no interpreter start per image), so it uses
 # Snakemake's environment: run Snakemake from envs/hangar-save.yaml when using conda.
 rule save_image:

@@ -83,6 +83,7 @@ FLAG_OF_KEY = {
     "cert_dir": "--cert-dir",
     "retry_times": "--retry-times",
     "retry_delay": "--retry-delay",
+    "timeout": "--timeout",
     "cache": "--cache",
     "destination": "-d/--destination",
     "compress": "-c/--compress",
@@ -355,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait before the first retry, doubled at each further one" + default("retry_delay"),
     )
     extra.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="longest one registry operation may take, as 90s, 10m or 1h30m; then it is "
+        "retried, and the image fails" + default("timeout"),
+    )
+    extra.add_argument(
         "--cert-dir",
         metavar="DIR",
         help="directory of extra CA certificates (*.crt) trusted for the source registry",
@@ -421,6 +428,7 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "cert_dir": args.cert_dir,
         "retry_times": args.retry_times,
         "retry_delay": args.retry_delay,
+        "timeout": args.timeout,
         "no_arch_os_fail": args.no_arch_os_fail,
         "tls_verify": args.tls_verify,
         "part": args.part,
@@ -829,7 +837,11 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     if options.dry_run:
         if options.snakemake_args:
             warn("--dry-run ignores the Snakemake options after '--'")
-        return dry_run(settings, entries, options.jobs)
+        try:
+            return dry_run(settings, entries, options.jobs)
+        except KeyboardInterrupt:
+            error("interrupted: nothing was written")
+            return 128 + signal.SIGINT
     holder = run_lock_holder(settings.cache)
     if holder is not None:
         error(f"{settings.cache} is in use by a running save ({holder}); wait for it to finish")

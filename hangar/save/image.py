@@ -12,11 +12,12 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hangar.imagelist import ImageRef
+from hangar.layout import blob_path, ratelimit_dir
 from hangar.platforms import (
     Platform,
     index_platforms,
@@ -27,6 +28,8 @@ from hangar.platforms import (
     select,
     single_platform,
 )
+from hangar.ratelimit import RateGate
+from hangar.save.claims import Claim, claim_all
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
 
@@ -42,7 +45,7 @@ def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
             return [schema1_platform(raw)]
         config = json.loads(skopeo.inspect_raw(reference, config=True))
         return [single_platform(raw, config)]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ImageError(
             f"the registry returned a malformed manifest or config ({error!r})"
         ) from None
@@ -78,15 +81,37 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
     raise InfrastructureError(f"{path}: content does not match its digest")
 
 
-def layout_size(layout: Path, share: Path) -> int:
-    """Bytes of the manifest, config and layers the layout references."""
+def layout_manifest(layout: Path) -> str:
+    """The digest of the manifest an OCI layout of one platform holds."""
+    digest: str = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    return digest
+
+
+def layout_blobs(layout: Path, share: Path) -> list[tuple[str, int]]:
+    """(digest, size) of the manifest, config and layers the layout references."""
     index = json.loads((layout / "index.json").read_text())
-    total = 0
+    blobs = []
     for descriptor in index["manifests"]:
-        total += descriptor["size"]
+        blobs.append((descriptor["digest"], descriptor["size"]))
         manifest = json.loads(read_manifest_blob(share, descriptor["digest"]))
-        total += manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
-    return total
+        blobs += [
+            (item["digest"], item["size"]) for item in [manifest["config"], *manifest["layers"]]
+        ]
+    return blobs
+
+
+def wrong_sized_blobs(blobs: list[tuple[str, int]], share: Path) -> list[Path]:
+    """Blob files whose size is not their descriptor's: skopeo reuses any file of the right
+    name without checking it, so a damaged one left by an earlier save would be handed over."""
+    wrong = []
+    for digest, size in blobs:
+        path = blob_path(share.parent, digest)
+        try:
+            if path.stat().st_size != size:
+                wrong.append(path)
+        except FileNotFoundError:
+            wrong.append(path)
+    return wrong
 
 
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
@@ -97,7 +122,16 @@ def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, 
     staging = Path(tempfile.mkdtemp(prefix=f"{folder}.", dir=tmp_dir(cache))) / "layout"
     try:
         skopeo.copy(f"{source}@{platform.digest}", staging, share)
-        size = layout_size(staging, share)
+        blobs = layout_blobs(staging, share)
+        if wrong := wrong_sized_blobs(blobs, share):
+            for path in wrong:  # damaged copies of earlier saves: fetch them again
+                path.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            skopeo.copy(f"{source}@{platform.digest}", staging, share)
+            blobs = layout_blobs(staging, share)
+            if wrong := wrong_sized_blobs(blobs, share):
+                raise ImageError(f"blob {wrong[0].name} has the wrong size after a fresh copy")
+        size = sum(blob_size for _, blob_size in blobs)
         final = cache / folder
         if final.exists():
             retired = staging.with_name("retired")
@@ -117,6 +151,7 @@ def save_image(
     no_arch_os_fail: bool,
     skopeo: Skopeo,
     log: Callable[[str], None],
+    lines: tuple[int, ...] = (),
 ) -> ImageStatus:
     reference = str(ref)
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
@@ -133,6 +168,16 @@ def save_image(
                 f"(available: {', '.join(status.available) or 'none'})"
             )
             log(("FAILED: " if no_arch_os_fail else "WARNING: ") + status.reason)
+        folders = [platform.folder(ref.source, ref.tag) for platform in chosen]
+        if clash := claim_all(cache, folders, Claim(ref.image_id, reference, lines)):
+            folder, holder = clash
+            platform = chosen[folders.index(folder)]
+            where = f" (line {', '.join(map(str, lines))})" if lines else ""
+            raise ImageError(
+                f"{platform} would be saved as {ref.source}:{platform.copied_tag(ref.tag)}, "
+                f"the folder {holder.describe()} already holds: not saved; {reference}{where} "
+                "and that image need different tags"
+            )
         for platform in chosen:
             folder = platform.folder(ref.source, ref.tag)
             log(f"copying {platform} as {ref.source}:{platform.copied_tag(ref.tag)} -> {folder}")
@@ -146,6 +191,7 @@ def save_image(
                     Variant=platform.variant,
                     OsVersion=platform.os_version,
                     Size=size,
+                    Layout=layout_manifest(cache / folder),
                 )
             )
     except ImageError as error:
@@ -168,6 +214,9 @@ class JobOptions:
     cert_dir: str = ""
     retry_times: int = 3
     retry_delay: float = 1.0
+    timeout: float = 600.0
+    # list line numbers by image id, for errors that name two images
+    lines: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def run_job(
@@ -197,9 +246,12 @@ def run_job(
                 authfile=authfile,
                 retry_times=options.retry_times,
                 retry_delay=options.retry_delay,
+                timeout=options.timeout,
+                gate=RateGate(ratelimit_dir(cache)),
                 log=log,
             )
-            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log)
+            lines = options.lines.get(ref.image_id, ())
+            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log, lines)
         write_atomic(status_path, status.to_json())
         saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved) or "nothing"
         log(f"{status.state.upper()} {ref}: saved {saved} in {status.seconds:.1f}s")
