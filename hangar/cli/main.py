@@ -708,6 +708,22 @@ def _job_log(image_id: str) -> str:
         return ""
 
 
+def missing_archive(settings: Settings) -> str:
+    """What is missing of the archive a finished run should have written ("" when whole)."""
+    destination = settings.destination
+    checksums = destination.with_name(f"{destination.name}.sha256")
+    if not checksums.exists():
+        return f"{checksums} is missing"
+    if settings.compress == "dir":
+        return "" if destination.is_dir() else f"the directory {destination} is missing"
+    names = [line.split("  ", 1)[-1] for line in checksums.read_text().splitlines() if line]
+    parts = [name for name in names if name != destination.name] or [destination.name]
+    for name in parts:
+        if not (destination.parent / name).is_file():
+            return f"{destination.parent / name} is missing"
+    return ""
+
+
 def archive_description(settings: Settings) -> str:
     destination = settings.destination
     if settings.compress == "dir":
@@ -805,6 +821,9 @@ def report(
     if returncode != 0:
         error(explain_failure(log_text, returncode))
         error(f"the save did not finish; Snakemake's log: {context.log_path}")
+        return EXIT_FAILED
+    if problem := missing_archive(settings):
+        error(f"the save finished but {problem}: run the same command again to write it")
         return EXIT_FAILED
     say(archive_description(settings))
     return EXIT_OK

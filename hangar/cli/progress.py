@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
+from hangar.ratelimit import LOGIN_HINT
 from hangar.status import ImageStatus, status_dir
 from hangar.units import human_size
 
@@ -308,6 +309,8 @@ def summary_lines(
         lines += [f"  {s.reference}: {s.reason}" for s in failed[:limit]]
         if len(failed) > limit:
             lines.append(f"  … and {len(failed) - limit} more")
+    if any("rate limited by" in s.reason for s in failed):
+        lines.append(f"rate limits: {LOGIN_HINT}")
     if skipped:
         lines.append(f"{len(skipped)} image(s) skipped, no platform matches --arch/--os:")
         lines += [f"  {s.reference}: {s.reason}" for s in skipped[:limit]]

@@ -341,3 +341,45 @@ def resize_filesystem(path: Path, size: str) -> None:
     subprocess.run(
         ["mount", "-o", f"remount,size={size}", str(path)], check=True, capture_output=True
     )
+
+
+# -- a server that never answers --------------------------------------------------------------
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte, as a
+    registry behind a stuck load balancer; its connections close with `stop()`."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.accepted = 0
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        self._socket.settimeout(0.1)
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._connections.append(connection)  # kept open, never read nor answered
+            self.accepted += 1
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        for connection in self._connections:
+            connection.close()
+        self._socket.close()
