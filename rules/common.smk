@@ -50,7 +50,7 @@ if workflow.is_main_process:
     # An archive file deleted or cut short since: forget the record, so it is written again.
     if problem := damaged_archive(CACHE, SETTINGS.destination):
         logger.warning(f"writing the archive again: {problem}")
-        Path(ARCHIVE_RECORD).unlink()
+        Path(ARCHIVE_RECORD).unlink(missing_ok=True)
     if CHECK.removed_blobs:
         logger.warning(
             f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"

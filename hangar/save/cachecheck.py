@@ -110,6 +110,8 @@ def invalidate_stale(
     """Remove the status files of saves that cannot be trusted, so those images are redone."""
     cache = Path(cache)
     check_own_dirs(cache)
+    image_ids = list(image_ids)
+    release_stale(cache, set(image_ids))  # claims of images no longer listed
     directory = status_dir(cache)
     checker = BlobChecker(cache / "share", depth)
     result = CheckResult()
@@ -134,7 +136,7 @@ def invalidate_stale(
         else:
             path.unlink(missing_ok=True)
             result.retried.append(image_id)
-    release_stale(cache, trusted_ids)
+    release_stale(cache, trusted_ids)  # and of those saved again: they claim anew
     result.removed_blobs = checker.removed
     result.removed_leftovers = remove_leftovers(cache)
     return result
