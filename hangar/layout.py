@@ -61,6 +61,22 @@ def run_lock_path(root: str | Path) -> Path:
     return state_path(root) / "run.lock"
 
 
+def ratelimit_dir(root: str | Path) -> Path:
+    """Per-registry pause files after a 429 (``hangar.ratelimit``)."""
+    return state_path(root) / "ratelimit"
+
+
+def claims_dir(root: str | Path) -> Path:
+    """``<folder>`` files naming the image that owns each cache folder (``hangar.save.claims``)."""
+    return state_path(root) / "claims"
+
+
+def destination_lock_path(destination: str | Path) -> Path:
+    """``.DEST.lock`` beside the archive: one run at a time writes a destination."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}.lock")
+
+
 def part_path(destination: str | Path, number: int) -> Path:
     """The ``number``-th part of a split archive: ``DEST.partN`` (zero-based, decimal)."""
     destination = Path(destination)

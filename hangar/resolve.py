@@ -119,7 +119,7 @@ def resolve(skopeo: Skopeo, reference: str) -> Resolved:
             return Resolved(digest, raw, artifact=artifact)
         config = json.loads(skopeo.inspect_raw(reference, config=True))
         return Resolved(digest, raw, platforms=[single_platform(raw, config)])
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ImageError(
             f"the registry returned a malformed manifest or config ({error!r})"
         ) from None

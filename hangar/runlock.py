@@ -1,4 +1,5 @@
-"""One run at a time per cache, with a lock the kernel releases even when the run is killed."""
+"""One run at a time per cache, and per destination, with locks the kernel releases even when
+the run is killed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from hangar.layout import run_lock_path
+from hangar.layout import destination_lock_path, run_lock_path
 
 
 class RunLockError(RuntimeError):
@@ -19,7 +20,17 @@ def hold_run_lock(cache: str | Path) -> IO[str]:
 
     An flock dies with its process, so a run killed with SIGKILL never leaves a stale lock.
     """
-    path = run_lock_path(cache)
+    return _hold(run_lock_path(cache), "the cache is in use by a running save")
+
+
+def hold_destination_lock(destination: str | Path) -> IO[str]:
+    """Lock ``.DEST.lock`` beside the archive for the life of this process: two runs with
+    different caches and one destination would otherwise both succeed, the last one's archive
+    silently replacing the other's."""
+    return _hold(destination_lock_path(destination), "the destination is being written by a save")
+
+
+def _hold(path: Path, in_use: str) -> IO[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
     try:
@@ -28,9 +39,7 @@ def hold_run_lock(cache: str | Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise RunLockError(
-            f"{path}: the cache is in use by a running save ({holder}); wait for it to finish"
-        ) from None
+        raise RunLockError(f"{path}: {in_use} ({holder}); wait for it to finish") from None
     except OSError as error:  # e.g. Lustre without -o flock (ENOSYS), some NFS (ENOLCK)
         handle.close()
         raise RunLockError(

@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from hangar.layout import checksum_path, part_number
-from hangar.units import default_destination, parse_size
+from hangar.units import default_destination, parse_duration, parse_size
 
 Compress = Literal["gzip", "zstd", "dir"]
 Verify = Literal["size", "digest"]
@@ -73,6 +73,7 @@ class Settings:
     cert_dir: str
     retry_times: int
     retry_delay: float
+    timeout: float  # seconds
     cache: Path
     destination: Path
     compress: Compress
@@ -93,9 +94,14 @@ class Settings:
         except ValueError as error:
             raise ConfigError(f"part_size: {error}") from None
         part_size = size if config["part"] else None
+        try:
+            timeout = parse_duration(config["timeout"])
+        except ValueError as error:
+            raise ConfigError(f"timeout: {error}") from None
         if ":" in str(cache.absolute()):
             raise ConfigError(f"cache: the path may not contain ':' (skopeo syntax): {cache}")
         _check_apart(workdir / cache, workdir / destination)
+        _check_destination_names_a_file(config["destination"])
         _check_list_spared(
             workdir / config["file"], workdir / config["failed"], workdir / destination, compress
         )
@@ -116,6 +122,7 @@ class Settings:
             cert_dir=config["cert_dir"],
             retry_times=config["retry_times"],
             retry_delay=config["retry_delay"],
+            timeout=timeout,
             cache=cache,
             destination=destination,
             compress=compress,
@@ -130,6 +137,19 @@ def _nonempty_list(key: str, value: Any) -> list[str]:
     if not items:
         raise ConfigError(f"{key}: give at least one value")
     return list(dict.fromkeys(items))
+
+
+def _check_destination_names_a_file(destination: str) -> None:
+    """``-d /``, ``-d out/`` or ``-d ~`` would become a hidden ``.tar.gz`` or a literal ``~``."""
+    if not destination:
+        return
+    name = destination.replace("\\", "/").rstrip()
+    last = name.rsplit("/", 1)[-1]
+    if name.endswith("/") or last in ("", ".", "..") or name.startswith("~"):
+        raise ConfigError(
+            f"destination: {destination!r} names a directory (or ~, which is not expanded); "
+            "give a file path such as out/saved-images.tar.gz"
+        )
 
 
 def _check_apart(cache: Path, destination: Path) -> None:

@@ -5,24 +5,37 @@ Errors are sorted into three kinds, because they decide what the workflow does:
   failing after the retries). The image goes to the failed list and the run goes on.
 - ``InfrastructureError``: the machine is at fault (no skopeo, disk full, unwritable cache).
   The job fails, so the run stops instead of marking every image as failed.
-- transient errors (connection reset, 429, 5xx, timeouts) are retried with backoff.
+- transient errors (connection reset, 5xx, a registry that does not answer within the
+  timeout) are retried with backoff; a rate limit (429) after the wait the registry asks for,
+  which pauses every job to that registry (``hangar.ratelimit``).
+
+Every skopeo call is bounded by the timeout, dies with the process that started it (parent
+death signal), and never sees SOURCE_USERNAME/SOURCE_PASSWORD: it gets the auth file.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Protocol
+
+from hangar.ratelimit import RateGate, rate_limited_reason, retry_after_seconds
+from hangar.units import format_duration
 
 _INFRASTRUCTURE_MARKERS = (
     "no space left on device",
@@ -81,6 +94,56 @@ def last_error_line(stderr: str) -> str:
     return line
 
 
+# What skopeo's children never need: they get credentials through the auth file only.
+_CREDENTIAL_VARIABLES = ("SOURCE_USERNAME", "SOURCE_PASSWORD", "DEST_USERNAME", "DEST_PASSWORD")
+# Every skopeo this process runs, so that a SIGTERM can stop them all (see stop_all).
+_running: set[subprocess.Popen[bytes]] = set()
+_stopping = threading.Event()
+_PDEATHSIG = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+KILL_GRACE_S = 5.0  # after the timeout, skopeo's own --command-timeout has this long to end
+
+
+def stop_all() -> None:
+    """Stop every running skopeo of this process, and let no new one start: for a SIGTERM
+    handler (safe there: takes no lock). The jobs then fail as stopped, resumable by a rerun."""
+    _stopping.set()
+    for process in list(_running):
+        with contextlib.suppress(OSError):
+            process.kill()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM call ``stop_all`` before the handler already installed (Snakemake's)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop_all()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+def child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _CREDENTIAL_VARIABLES}
+
+
+@dataclass
+class _Outcome:
+    returncode: int
+    stdout: bytes
+    stderr: str  # skopeo's messages without its debug lines
+    timed_out: bool
+    rate_limit: float | None  # seconds the registry asked to wait, when it answered 429
+    retry_after_given: bool  # the registry sent Retry-After (else rate_limit is skopeo's guess)
+
+
 class RegistryOptions(Protocol):
     """How to reach registries: what Settings and the image jobs' options both hold."""
 
@@ -92,6 +155,8 @@ class RegistryOptions(Protocol):
     def retry_times(self) -> int: ...
     @property
     def retry_delay(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
 
 
 @dataclass
@@ -103,13 +168,19 @@ class Skopeo:
     authfile: str = ""
     retry_times: int = 3
     retry_delay: float = 1.0
+    timeout: float = 600.0  # seconds one skopeo call may take, retried as a transient error
     log: Callable[[str], None] = print
     executable: str = "skopeo"
+    gate: RateGate | None = None  # per-registry pause after a 429, shared by the run's jobs
     retries_used: int = field(default=0, init=False)
 
     @classmethod
     def from_settings(
-        cls, options: RegistryOptions, authfile: str = "", log: Callable[[str], None] = print
+        cls,
+        options: RegistryOptions,
+        authfile: str = "",
+        log: Callable[[str], None] = print,
+        gate: RateGate | None = None,
     ) -> Skopeo:
         """The skopeo of a run's settings (TLS, certificates, retries) with an auth file."""
         return cls(
@@ -118,6 +189,8 @@ class Skopeo:
             authfile=authfile,
             retry_times=options.retry_times,
             retry_delay=options.retry_delay,
+            timeout=options.timeout,
+            gate=gate,
             log=log,
         )
 
@@ -139,7 +212,7 @@ class Skopeo:
     def inspect_raw(self, reference: str, config: bool = False) -> bytes:
         """The raw manifest (or with ``config`` the raw image config) of ``docker://reference``."""
         args = ["inspect", "--raw", *(["--config"] if config else []), *self._auth_args("")]
-        return self.run([*args, f"docker://{reference}"])
+        return self.run([*args, f"docker://{reference}"], registry=_registry_of(reference))
 
     def copy(
         self, reference: str, layout: Path, shared_blob_dir: Path, exact: bool = False
@@ -153,7 +226,7 @@ class Skopeo:
             [
                 "--insecure-policy",
                 "copy",
-                *(["--all", "--preserve-digests"] if exact else []),
+                *(["--all"] if exact else []),
                 *self._auth_args("src-"),
                 # the manifest as the registry serves it: a Docker v2s2 manifest is not turned
                 # into OCI, so its digest stays the recorded one (and load can push it unchanged)
@@ -162,7 +235,8 @@ class Skopeo:
                 f"oci:{layout}",
                 "--dest-shared-blob-dir",
                 str(shared_blob_dir),
-            ]
+            ],
+            registry=_registry_of(reference),
         )
 
     def push(
@@ -188,40 +262,150 @@ class Skopeo:
             args.append("--multi-arch=index-only")
         if digestfile is not None:
             args += ["--digestfile", str(digestfile)]
-        self.run([*args, f"oci:{layout}", f"docker://{reference}"])
+        self.run([*args, f"oci:{layout}", f"docker://{reference}"], _registry_of(reference))
 
-    def run(self, args: Sequence[str]) -> bytes:
-        """Run skopeo; retry transient failures with exponential backoff."""
-        command = [self.executable, *args]
+    def run(self, args: Sequence[str], registry: str = "") -> bytes:
+        """Run skopeo; retry transient failures (timeouts included) with exponential backoff,
+        and rate limits after the wait the registry asks for."""
+        shown = [self.executable, *args]
+        gate = self.gate or RateGate()
         for attempt in range(self.retry_times + 1):
-            self.log(f"running: {shlex.join(command)}")
-            try:
-                done = subprocess.run(
-                    command, capture_output=True, check=False, pass_fds=self._passed_fds()
-                )
-            except FileNotFoundError:
-                raise InfrastructureError(
-                    f"{self.executable!r} not found: install skopeo (apt-get install skopeo)"
-                ) from None
+            if registry and (left := gate.wait(registry, self.timeout, self.log, stopping)):
+                raise ImageError(rate_limited_reason(registry, left))
+            if stopping():
+                raise InfrastructureError("skopeo was stopped: the run was asked to stop")
+            self.log(f"running: {shlex.join(shown)}")
+            done = self._run_once(args)
             if done.returncode == 0:
                 return done.stdout
-            if done.returncode < 0:  # Ctrl-C or a kill reached skopeo: stop, record nothing
+            if stopping():
+                raise InfrastructureError("skopeo was stopped: the run was asked to stop")
+            if done.returncode < 0 and not done.timed_out and done.rate_limit is None:
+                # Ctrl-C or a kill reached skopeo: stop, record nothing
                 raise InfrastructureError(f"skopeo was stopped by signal {-done.returncode}")
-            stderr = done.stderr.decode(errors="replace")
-            kind = classify(stderr)
-            reason = last_error_line(stderr)
+            delay = min(self.retry_delay * 2**attempt, 60.0)
+            if done.rate_limit is not None or "toomanyrequests" in done.stderr.lower():
+                seconds = done.rate_limit if done.retry_after_given else None
+                wait = delay if seconds is None else seconds
+                reason = rate_limited_reason(registry or "the registry", wait)
+                if wait > self.timeout or attempt == self.retry_times:
+                    if registry:
+                        gate.block(registry, wait)
+                    raise ImageError(reason)
+                self.retries_used += 1
+                self.log(f"retry {attempt + 1}/{self.retry_times} in {wait:g}s after {reason}")
+                if registry:
+                    gate.block(registry, wait)  # the gate waits, for every job to this registry
+                else:
+                    _pause(wait)
+                continue
+            if done.timed_out:
+                kind = "transient"
+                reason = f"registry did not answer within {format_duration(self.timeout)}"
+            else:
+                kind = classify(done.stderr)
+                reason = last_error_line(done.stderr)
             if kind == "infrastructure":
                 raise InfrastructureError(reason)
             if kind == "permanent" or attempt == self.retry_times:
                 raise ImageError(reason)
-            delay = min(self.retry_delay * 2**attempt, 60.0)
             self.retries_used += 1
             self.log(
                 f"retry {attempt + 1}/{self.retry_times} in {delay:g}s after transient error: "
                 f"{reason}"
             )
-            time.sleep(delay)
+            _pause(delay)
         raise AssertionError("unreachable")
+
+    def _run_once(self, args: Sequence[str]) -> _Outcome:
+        """One skopeo call, bounded by the timeout, stopped as soon as the registry answers 429
+        (its own retries would hammer the registry), killed if this process dies."""
+        command = [
+            *_PDEATHSIG,
+            self.executable,
+            "--debug",  # for the Retry-After of a 429: its messages are filtered below
+            f"--command-timeout={self.timeout:g}s",
+            *args,
+        ]
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=self._passed_fds(),
+                env=child_environment(),
+            )
+        except FileNotFoundError:
+            raise InfrastructureError(
+                f"{self.executable!r} not found: install skopeo (apt-get install skopeo)"
+            ) from None
+        _running.add(process)
+        try:
+            return _follow(process, self.timeout)
+        finally:
+            _running.discard(process)
+
+
+def _follow(process: subprocess.Popen[bytes], timeout: float) -> _Outcome:
+    assert process.stdout is not None and process.stderr is not None
+    stdout: list[bytes] = []
+    messages: list[str] = []
+    found: list[tuple[float, bool]] = []
+
+    def read_stdout() -> None:
+        assert process.stdout is not None
+        stdout.append(process.stdout.read())
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode(errors="replace")
+            if " level=debug " not in line:
+                messages.append(line)
+                continue
+            seconds = retry_after_seconds(line)
+            if seconds is not None and not found:
+                found.append((seconds, "Retry-After" in line))
+                with contextlib.suppress(OSError):
+                    process.kill()
+
+    readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
+    for reader in readers:
+        reader.daemon = True
+        reader.start()
+    deadline = time.monotonic() + timeout + KILL_GRACE_S
+    timed_out = False
+    while True:
+        try:
+            process.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                timed_out = True
+                process.kill()
+    for reader in readers:
+        reader.join()
+    stderr = "".join(messages)
+    timed_out = timed_out or "context deadline exceeded" in stderr
+    rate = found[0] if found else None
+    return _Outcome(
+        process.returncode,
+        b"".join(stdout),
+        stderr,
+        timed_out and rate is None,
+        rate[0] if rate else None,
+        rate[1] if rate else False,
+    )
+
+
+def _pause(seconds: float) -> None:
+    """Sleep, cut short when the run is asked to stop."""
+    _stopping.wait(seconds)
+
+
+def _registry_of(reference: str) -> str:
+    return reference.split("/", 1)[0] if "/" in reference else ""
 
 
 def registry_auth_entry(username: str, password: str) -> dict[str, str]:

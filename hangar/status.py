@@ -27,6 +27,7 @@ class SavedPlatform:
     Variant: str = ""
     OsVersion: str = ""
     Size: int = 0
+    Layout: str = ""  # digest of the manifest in the folder's index.json (not in the saved list)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Size parsing and default archive names, as `hangar save` v1.6 understands them."""
+"""Size and duration parsing and default archive names, as `hangar save` understands them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ DEFAULT_NAMES = {
     "dir": "saved-images",
 }
 SUFFIXES = {"gzip": ".tar.gz", "zstd": ".tar.zstd"}
+
+# Go's time.ParseDuration syntax, as hangar v1.9's --timeout: 90s, 10m, 1h30m, 1.5s, 500ms.
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_size(value: str | int) -> int:
@@ -33,6 +37,36 @@ def parse_size(value: str | int) -> int:
     if size <= 0:
         raise ValueError(f"invalid size {value!r}: must be greater than zero")
     return size
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from a positive duration: ``10m``, ``90s``, ``1h30m``, ``500ms`` (a bare number
+    counts as seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value and _DURATION_PART.sub("", value) == "":
+        seconds = sum(
+            float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value)
+        )
+    else:
+        raise ValueError(
+            f"invalid duration {value!r}: expected a number with a unit (ms, s, m, h), "
+            "e.g. '10m', '90s' or '1h30m'"
+        )
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {value!r}: must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``10m``, ``1h30m``, ``45s``, ``1.5s``: the shortest way to say a duration."""
+    if seconds < 60 and seconds != int(seconds):
+        return f"{seconds:g}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs or not text else "")
 
 
 def default_destination(destination: str, compress: str) -> str:

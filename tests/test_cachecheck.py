@@ -97,11 +97,11 @@ def test_same_size_corruption_needs_the_digest_check(cache: Path) -> None:
 
 
 def test_leftovers_of_killed_jobs_are_removed(cache: Path) -> None:
-    staging = cache / ".hangar" / "tmp" / "f.abc" / "layout"
+    staging = cache / ".hangar" / "tmp" / f"{'f' * 64}.abc" / "layout"
     staging.mkdir(parents=True)
     unfinished = cache / ".hangar" / "status" / ".a.json.x1y2.tmp"
     unfinished.write_text("{")
     result = invalidate_stale(cache, ["a"])
-    assert sorted(result.removed_leftovers) == [".a.json.x1y2.tmp", "f.abc"]
+    assert sorted(result.removed_leftovers) == [".a.json.x1y2.tmp", f"{'f' * 64}.abc"]
     assert not unfinished.exists() and not staging.exists()
     assert (cache / ".hangar" / "status" / "a.json").exists()

@@ -30,13 +30,21 @@ from support.faultproxy import (
     Fault,
     FaultProxy,
     MountUnavailable,
+    SilentServer,
     drop,
     fail,
     resize_filesystem,
     small_filesystem,
     truncate,
 )
-from support.images import LINUX_AMD64, LINUX_ARM64_V8, ImageKind, PushedImage, push_image
+from support.images import (
+    LINUX_AMD64,
+    LINUX_ARM64_V8,
+    ImageKind,
+    PlatformSpec,
+    PushedImage,
+    push_image,
+)
 from support.registry import Registry
 from workflow import entries_by_source, run_workflow, saved_list, snakemake_command, write_list
 
@@ -321,10 +329,6 @@ def proxy(registry: Registry) -> Iterator[FaultProxy]:
 
 TRANSIENT_FAULTS = {
     "503 on every request, twice": lambda: [fail(503, count=2)],
-    # skopeo itself retries a 429 five times at once; the sixth reaches the retry loop
-    "429 rate limit on manifests, 12 times": lambda: [
-        fail(429, count=12, path_contains="/manifests/")
-    ],
     "502 bad gateway for blobs, twice": lambda: [fail(502, count=2, path_contains="/blobs/")],
     "connections dropped before answering, 3 times": lambda: [drop(count=3)],
     "blob downloads cut off halfway, twice": lambda: [truncate(count=2, path_contains="/blobs/")],
@@ -459,7 +463,8 @@ def test_sigkill_at_random_points_then_the_same_command_completes(
     done = run_workflow(workdir, config, "--cores", "2")
     assert "Traceback" not in done.stderr
     assert_save_complete(workdir, repos, registry.host)
-    assert not list(workdir.glob(".saved-images.tar.gz*")), "temporary archive files left"
+    left = [p.name for p in workdir.glob(".saved-images.tar.gz*")]
+    assert left in ([], [".saved-images.tar.gz.lock"]), f"temporary archive files left: {left}"
 
     # A new line, and a kill while the archive is rebuilt over the complete one: the old
     # archive may stay (whole, with its record) but the next run must replace it.
@@ -584,7 +589,8 @@ def test_disk_full_while_archiving_leaves_no_archive_and_the_rerun_writes_it(
     assert done.returncode != 0
     archive_log = (workdir / "logs" / "archive.log").read_text()
     assert "no space left on device" in (done.stderr + archive_log).lower(), done.stderr[-3000:]
-    assert list(small_disk.iterdir()) == [], "a partial archive was left on the full disk"
+    left = [p.name for p in small_disk.iterdir() if p.name != ".saved-images.tar.gz.lock"]
+    assert left == [], "a partial archive was left on the full disk"
 
     resize_filesystem(small_disk, "64m")
     run_workflow(workdir, config)
@@ -663,3 +669,267 @@ def test_two_thousand_lines_at_twenty_jobs_save_every_platform(
     assert_share_sound(cache)
     assert_archive_matches_record(workdir)
     print(f"2,000 images saved in {elapsed:.0f}s")
+
+
+# -- round 2: nothing hangs, nothing wrong is handed over, nothing outside the cache is touched --
+
+
+def skopeo_pids(needle: str) -> list[int]:
+    """Processes of skopeo whose command line names `needle` (a host:port)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words and words[0].endswith(b"skopeo") and any(needle.encode() in w for w in words):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(needle: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not skopeo_pids(needle):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_registry_that_never_answers_fails_its_image_within_the_timeout(
+    workdir: Path, registry: Registry
+) -> None:
+    (steady,) = push_many(registry.host, ["rancher/answers"], base_seed="answers")
+    with SilentServer() as silent:
+        hung = f"{silent.host}/rancher/hangs:1"
+        write_list(workdir, [hung, f"{registry.host}/{steady.repo}:1"])
+        started = time.monotonic()
+        run_workflow(workdir, {"file": "images.txt", "timeout": "1s", "retry_times": 1})
+        took = time.monotonic() - started
+        assert silent.accepted >= 2, "skopeo never reached the silent server"
+        assert not skopeo_pids(silent.host), "a skopeo outlived the run"
+    assert took < 90, f"the run took {took:.0f}s with a 1s timeout"
+    cache = workdir / "saved-image-cache"
+    status = status_of(cache, "rancher/hangs")
+    assert status["state"] == "failed"
+    assert status["reason"] == "registry did not answer within 1s"
+    assert status["retries"] == 1  # a timeout is transient: retried once, then given up
+    assert (workdir / "save-failed.txt").read_text() == f"{hung}\n"
+    assert list(entries_by_source(cache)) == [f"{registry.host}/{steady.repo}:1"]
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_hung_save_stops_on_sigterm_and_its_skopeo_dies_with_snakemake(
+    workdir: Path, how: str
+) -> None:
+    with SilentServer() as silent:
+        write_list(workdir, [f"{silent.host}/rancher/hangs:1"])
+        process = run_in_background(workdir, {"file": "images.txt", "timeout": "10m"})
+        assert wait_for(lambda: bool(skopeo_pids(silent.host)), process, 60), process.stderr
+        time.sleep(1)  # well inside the copy: skopeo is waiting on the silent server
+        # only Snakemake's own pid, as timeout(1), docker stop and a killed parent do
+        process.send_signal(getattr(signal, how))
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+            raise AssertionError(f"{how} did not stop the hung save within 30 s") from None
+        assert wait_gone(silent.host, 10), f"skopeo outlived Snakemake after {how}"
+    cache = workdir / "saved-image-cache"
+    assert statuses(cache) == {}, "a stopped image must not look saved or failed"
+    assert not (workdir / "saved-images.tar.gz.sha256").exists()
+
+
+def test_a_rate_limit_is_waited_out_once_and_named(
+    workdir: Path, proxy: FaultProxy, registry: Registry
+) -> None:
+    images = push_many(registry.host, ["rancher/limited-a", "rancher/limited-b"], base_seed="rl")
+    write_list(workdir, [f"{proxy.host}/{image.repo}:1" for image in images])
+    proxy.inject(fail(429, count=2, retry_after=2, path_contains="/manifests/"))
+    started = time.monotonic()
+    run_workflow(workdir, {"file": "images.txt", "retry_times": 3}, "--cores", "2")
+    took = time.monotonic() - started
+    assert not (workdir / "save-failed.txt").exists()
+    # skopeo is stopped at the first 429 instead of trying 5 times: 2 refusals in all
+    assert proxy.counts["status"] == 2
+    log = save_logs(workdir)
+    assert f"after rate limited by {proxy.host} (429), retry after 2 s" in log, log
+    assert took >= 2, "the Retry-After was not waited for"
+
+
+def test_a_long_retry_after_is_said_and_pauses_the_registry_instead_of_burning_retries(
+    workdir: Path, proxy: FaultProxy, registry: Registry
+) -> None:
+    images = push_many(registry.host, ["rancher/hub-a", "rancher/hub-b"], base_seed="hub")
+    # another registry (the same one, not through the proxy) is not paused
+    (other,) = push_many(registry.host, ["rancher/hub-direct"], base_seed="hub")
+    lines = [f"{proxy.host}/{image.repo}:1" for image in images] + [
+        f"{registry.host}/{other.repo}:1"
+    ]
+    write_list(workdir, lines)
+    proxy.inject(fail(429, retry_after=7200, path_contains="/manifests/"))
+    started = time.monotonic()
+    run_workflow(workdir, {"file": "images.txt", "retry_times": 3, "timeout": "1m"}, "--cores", "1")
+    assert time.monotonic() - started < 60, "a 2-hour Retry-After was waited for"
+    cache = workdir / "saved-image-cache"
+    for image in images:
+        status = status_of(cache, image.repo)
+        assert status["state"] == "failed"
+        assert re.fullmatch(
+            rf"rate limited by {re.escape(proxy.host)} \(429\), retry after 7\d\d\d s",
+            status["reason"],
+        ), status["reason"]
+    # the first image met the limit; the second waited on the gate, never asking the registry
+    assert proxy.counts["status"] == 1
+    assert list(entries_by_source(cache)) == [lines[-1]]
+
+
+def test_a_damaged_shared_blob_is_fetched_again_or_refused_never_archived(
+    workdir: Path, registry: Registry
+) -> None:
+    first, second = push_many(
+        registry.host, ["rancher/reuse-a", "rancher/reuse-b"], base_seed="reuse", layer_size=4096
+    )
+    cache = workdir / "saved-image-cache"
+    write_list(workdir, [f"{registry.host}/{first.repo}:1"])
+    run_workflow(workdir, {"file": "images.txt"})
+    (folder,) = [i["Folder"] for e in entries_by_source(cache).values() for i in e["Images"]]
+    _, _, (base_hex, _), _ = folder_blobs(cache, folder)  # manifest, config, base, top
+    base = cache / "share" / "sha256" / base_hex
+
+    # truncated: found by size right after the copy that reused it, and fetched again
+    base.write_bytes(base.read_bytes()[:100])
+    write_list(workdir, [f"{registry.host}/{second.repo}:1"])
+    run_workflow(workdir, {"file": "images.txt"})
+    assert sha256_file(base) == base_hex
+    assert_archive_complete(workdir)
+
+    # same size, other bytes: the archive step hashes every blob it streams and refuses it
+    data = bytearray(base.read_bytes())
+    data[-1] ^= 0xFF
+    base.write_bytes(bytes(data))
+    (workdir / "saved-images.tar.gz").unlink()
+    done = run_workflow(workdir, {"file": "images.txt", "verify": "size"}, check=False)
+    assert done.returncode != 0
+    assert (
+        f"blob sha256:{base_hex} in the cache does not match its digest"
+        in done.stdout + done.stderr + (workdir / "logs" / "archive.log").read_text()
+    )
+    assert not (workdir / "saved-images.tar.gz").exists()
+    assert not base.exists(), "the damaged blob must go, so that the rerun fetches it"
+    run_workflow(workdir, {"file": "images.txt"})
+    assert sha256_file(base) == base_hex
+    assert_archive_complete(workdir)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "delete a part"])
+def test_a_deleted_or_truncated_archive_is_written_again(
+    workdir: Path, registry: Registry, damage: str
+) -> None:
+    (image,) = push_many(
+        registry.host, ["rancher/rebuilt"], base_seed="rebuilt", layer_size=64 << 10
+    )
+    write_list(workdir, [f"{registry.host}/{image.repo}:1"])
+    config: dict[str, Any] = {"file": "images.txt"}
+    if damage == "delete a part":
+        config |= {"part": True, "part_size": "16K"}
+    run_workflow(workdir, config)
+    files = archive_files(workdir)
+    target = files[1] if damage == "delete a part" else files[0]
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:1000])
+    else:
+        target.unlink()
+    done = run_workflow(workdir, config)
+    assert "writing the archive again" in done.stderr
+    assert_archive_complete(workdir)
+
+
+def test_cleanup_never_follows_a_symlink_out_of_the_cache(workdir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    (outside / ("a" * 64)).write_text("a blob-like name")
+    write_list(workdir, ["127.0.0.1:1/rancher/none:1"])
+    for link in (".hangar/tmp", "share/sha256"):
+        cache = workdir / "saved-image-cache"
+        (cache / link).parent.mkdir(parents=True, exist_ok=True)
+        (cache / link).symlink_to(outside)
+        done = run_workflow(workdir, {"file": "images.txt"}, "-n", check=False)
+        assert done.returncode != 0
+        assert f"saved-image-cache/{link} is a symbolic link" in done.stdout + done.stderr
+        assert sorted(p.name for p in outside.iterdir()) == ["a" * 64, "keep.txt"]
+        (cache / link).unlink()
+
+
+def test_two_images_that_would_share_a_folder_fail_the_second_naming_both(
+    workdir: Path, registry: Registry
+) -> None:
+    windows = PlatformSpec("windows", "amd64")
+    push_image(registry.host, "rancher/coll", "1", [windows], kind="oci-index", base_seed="cw")
+    push_image(
+        registry.host, "rancher/coll", "1-windows", [LINUX_AMD64], kind="oci-index", base_seed="cl"
+    )
+    first, second = f"{registry.host}/rancher/coll:1", f"{registry.host}/rancher/coll:1-windows"
+    write_list(workdir, [first, second])
+    run_workflow(workdir, {"file": "images.txt"}, "--cores", "1")
+    cache = workdir / "saved-image-cache"
+    saved = entries_by_source(cache)
+    assert len(saved) == 1
+    ((winner, entry),) = saved.items()
+    loser = second if winner == first else first
+    assert (workdir / "save-failed.txt").read_text() == f"{loser}\n"
+    reason = next(s["reason"] for s in statuses(cache).values() if s["state"] == "failed")
+    assert "rancher/coll:1-windows-amd64" in reason and winner in reason and loser in reason
+    assert "line 1" in reason and "line 2" in reason
+    (image,) = entry["Images"]
+    index = json.loads((cache / image["Folder"] / "index.json").read_text())
+    manifest = json.loads(
+        (cache / "share/sha256" / index["manifests"][0]["digest"][7:]).read_text()
+    )
+    config = json.loads((cache / "share/sha256" / manifest["config"]["digest"][7:]).read_text())
+    expected_os = "windows" if winner == first else "linux"
+    assert config["os"] == image["OS"] == expected_os  # the folder holds its own manifest
+    # the next run keeps trusting the winner and fails the loser the same way
+    run_workflow(workdir, {"file": "images.txt"})
+    assert list(entries_by_source(cache)) == [winner]
+
+
+def test_a_deeply_nested_manifest_fails_only_its_image(workdir: Path, registry: Registry) -> None:
+    (steady,) = push_many(registry.host, ["rancher/flat"], base_seed="flat")
+    nested = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+    nested += b'"manifests":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    request = urllib.request.Request(
+        f"http://{registry.host}/v2/rancher/nested/manifests/1",
+        data=nested,
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+    )
+    urllib.request.urlopen(request, timeout=30).close()
+    write_list(workdir, [f"{registry.host}/rancher/nested:1", f"{registry.host}/{steady.repo}:1"])
+    for _ in range(2):  # and again on the rerun
+        run_workflow(workdir, {"file": "images.txt"})
+        status = status_of(workdir / "saved-image-cache", "rancher/nested")
+        assert status["state"] == "failed"
+        assert "malformed manifest" in status["reason"] and "RecursionError" in status["reason"]
+        assert list(entries_by_source(workdir / "saved-image-cache")) == [
+            f"{registry.host}/{steady.repo}:1"
+        ]
+
+
+def test_a_destination_in_use_by_another_run_is_refused(workdir: Path, registry: Registry) -> None:
+    from hangar.runlock import hold_destination_lock
+
+    (image,) = push_many(registry.host, ["rancher/dest"], base_seed="dest")
+    write_list(workdir, [f"{registry.host}/{image.repo}:1"])
+    other_run = hold_destination_lock(workdir / "saved-images.tar.gz")
+    try:
+        done = run_workflow(workdir, {"file": "images.txt", "cache": "other-cache"}, check=False)
+    finally:
+        other_run.close()
+    assert done.returncode != 0
+    assert "the destination is being written by a save" in done.stderr
+    assert not (workdir / "saved-images.tar.gz").exists()
+    run_workflow(workdir, {"file": "images.txt", "cache": "other-cache"})

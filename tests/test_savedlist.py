@@ -166,6 +166,7 @@ BASE_CONFIG = {
     "cert_dir": "",
     "retry_times": 3,
     "retry_delay": 1,
+    "timeout": "10m",
     "cache": "saved-image-cache",
     "destination": "",
     "compress": "gzip",

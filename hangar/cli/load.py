@@ -66,6 +66,7 @@ FLAG_OF_KEY = {
     "format": "--format",
     "retry_times": "--retry-times",
     "retry_delay": "--retry-delay",
+    "timeout": "--timeout",
 }
 
 ENVIRONMENT = """\
@@ -152,6 +153,11 @@ def _common_flags(parser: argparse.ArgumentParser, failed_default: str) -> argpa
         metavar="SECONDS",
         help="first retry delay, doubled (default 1)",
     )
+    flags.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="longest one registry operation may take, as 90s, 10m or 1h30m (default 10m)",
+    )
     return flags
 
 
@@ -226,6 +232,7 @@ def parse_load_args(command: str, argv: Sequence[str], environ: Mapping[str, str
         "cache": args.cache,
         "retry_times": args.retry_times,
         "retry_delay": args.retry_delay,
+        "timeout": args.timeout,
         "repo_type": getattr(args, "repo_type", None),
         "harbor_https": getattr(args, "harbor_https", None),
         "format": getattr(args, "format", None),

@@ -21,6 +21,7 @@ from typing import Literal, Protocol, TextIO
 
 from hangar.imagelist import SkippedLine
 from hangar.layout import part_number, status_dir
+from hangar.ratelimit import LOGIN_HINT
 from hangar.reasons import Failure, grouped_lines, plain
 from hangar.status import ImageStatus
 from hangar.units import human_size
@@ -311,6 +312,8 @@ def summary_lines(
     if failed:
         lines.append(f"{len(failed)} image(s) failed, listed in {failed_file}:")
         lines += grouped_lines([Failure(s.reference, s.reason) for s in failed], limit)
+    if any("rate limited by" in s.reason for s in failed):
+        lines.append(f"rate limits: {LOGIN_HINT}")
     if skipped:
         lines.append(f"{len(skipped)} image(s) skipped, no platform matches --arch/--os:")
         lines += [f"  {s.reference}: {s.reason}" for s in skipped[:limit]]

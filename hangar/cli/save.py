@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -57,7 +58,7 @@ from hangar.cli.snakemake import (
     write_config_file,
 )
 from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
-from hangar.layout import part_path, state_path
+from hangar.layout import checksum_path, part_path, state_path
 from hangar.runlock import run_lock_holder
 from hangar.settings import ConfigError, Settings, complete_config
 from hangar.units import human_size
@@ -84,6 +85,7 @@ FLAG_OF_KEY = {
     "cert_dir": "--cert-dir",
     "retry_times": "--retry-times",
     "retry_delay": "--retry-delay",
+    "timeout": "--timeout",
     "cache": "--cache",
     "destination": "-d/--destination",
     "compress": "-c/--compress",
@@ -227,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         + default_help("retry_delay"),
     )
     extra.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="longest one registry operation may take, as 90s, 10m or 1h30m; then it is "
+        "retried, and the image fails" + default_help("timeout"),
+    )
+    extra.add_argument(
         "--cert-dir",
         metavar="DIR",
         help="directory of extra CA certificates (*.crt) trusted for the source registry",
@@ -283,6 +291,7 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "cert_dir": args.cert_dir,
         "retry_times": args.retry_times,
         "retry_delay": args.retry_delay,
+        "timeout": args.timeout,
         "no_arch_os_fail": args.no_arch_os_fail,
         "strict": args.strict,
         "tls_verify": args.tls_verify,
@@ -373,6 +382,22 @@ def _job_log(image_id: str) -> str:
         return ""
 
 
+def missing_archive(settings: Settings) -> str:
+    """What is missing of the archive a finished run should have written ("" when whole)."""
+    destination = settings.destination
+    checksums = checksum_path(destination)
+    if not checksums.exists():
+        return f"{checksums} is missing"
+    if settings.compress == "dir":
+        return "" if destination.is_dir() else f"the directory {destination} is missing"
+    names = [line.split("  ", 1)[-1] for line in checksums.read_text().splitlines() if line]
+    parts = [name for name in names if name != destination.name] or [destination.name]
+    for name in parts:
+        if not (destination.parent / name).is_file():
+            return f"{destination.parent / name} is missing"
+    return ""
+
+
 def archive_description(settings: Settings) -> str:
     destination = settings.destination
     if settings.compress == "dir":
@@ -448,6 +473,9 @@ def report(
         error(explain_failure(log_text, returncode))
         error(f"the save did not finish; Snakemake's log: {context.log_path}")
         return EXIT_FAILED
+    if problem := missing_archive(settings):
+        error(f"the save finished but {problem}: run the same command again to write it")
+        return EXIT_FAILED
     say(archive_description(settings))
     return EXIT_OK
 
@@ -477,7 +505,11 @@ def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
     if options.dry_run:
         if options.snakemake_args:
             warn("--dry-run ignores the Snakemake options after '--'")
-        return dry_run(settings, entries, options.jobs)
+        try:
+            return dry_run(settings, entries, options.jobs)
+        except KeyboardInterrupt:
+            error("interrupted: nothing was written")
+            return 128 + signal.SIGINT
     holder = run_lock_holder(settings.cache)
     if holder is not None:
         error(f"{settings.cache} is in use by a running save ({holder}); wait for it to finish")

@@ -68,6 +68,7 @@ class PushOptions:
     cert_dir: str = ""
     retry_times: int = 3
     retry_delay: float = 1.0
+    timeout: float = 600.0  # seconds one skopeo call may take
     repo_type: str = ""
     harbor_https: bool = True
 

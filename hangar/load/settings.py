@@ -14,6 +14,7 @@ import yaml
 from hangar.load.push import PushOptions
 from hangar.load.source import LoadInput, LoadInputError, default_cache, locate_input
 from hangar.settings import REPO_ROOT, ConfigError
+from hangar.units import parse_duration
 
 LOAD_SCHEMA_FILE = REPO_ROOT / "schemas" / "load.schema.yaml"
 CACHE_PARENT = "hangar-load-cache"
@@ -69,6 +70,10 @@ class LoadSettings:
             raise ConfigError(f"archive: the path may not contain ':' (skopeo syntax): {root}")
         if config["cert_dir"] and not Path(config["cert_dir"]).is_dir():
             raise ConfigError(f"cert_dir: {config['cert_dir']} is not a directory")
+        try:
+            timeout = parse_duration(config["timeout"])
+        except ValueError as error:
+            raise ConfigError(f"timeout: {error}") from None
         push = PushOptions(
             root=root.absolute(),
             state=cache.absolute(),
@@ -79,6 +84,7 @@ class LoadSettings:
             cert_dir=config["cert_dir"],
             retry_times=config["retry_times"],
             retry_delay=config["retry_delay"],
+            timeout=timeout,
             repo_type=config["repo_type"],
             harbor_https=config["harbor_https"],
         )

@@ -72,6 +72,10 @@ class ArchiveError(Exception):
     """The cache cannot be archived as it is (missing or malformed content)."""
 
 
+class DamagedBlobError(ArchiveError):
+    """A blob of the cache does not match its digest; it was removed, the archive refused."""
+
+
 class _Writer(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
 
@@ -289,10 +293,14 @@ class _Coalescer:
 
 
 def _copy_file(entry: Entry, out: _Coalescer, buffer: bytearray) -> None:
+    """Stream one file; a blob is hashed on the way and refused if it does not match its
+    digest (skopeo reuses damaged blob files of earlier saves without looking at them)."""
     assert entry.source is not None
     view = memoryview(buffer)
     remaining = entry.size
     write = out.write
+    blob = entry.name.startswith(BLOB_DIR + "/")
+    content = hashlib.sha256() if blob else None
     with open(entry.source, "rb", buffering=0) as src:
         while remaining:
             count = src.readinto(view[: min(remaining, CHUNK)])
@@ -300,10 +308,18 @@ def _copy_file(entry: Entry, out: _Coalescer, buffer: bytearray) -> None:
                 raise ArchiveError(f"{entry.source} shrank while being archived")
             if remaining == entry.size and is_compressed(view[:count]):
                 write = out.write_stored
+            if content is not None:
+                content.update(view[:count])
             write(view[:count])
             remaining -= count
     if entry.source.stat().st_size != entry.size:
         raise ArchiveError(f"{entry.source} changed size while being archived")
+    if content is not None and content.hexdigest() != entry.sha256:
+        entry.source.unlink(missing_ok=True)  # the next run's check sees it gone: fetched again
+        raise DamagedBlobError(
+            f"blob sha256:{entry.sha256} in the cache does not match its digest: removed it, "
+            "and no archive was written; run the save again to fetch it again"
+        )
     out.write(bytes(-entry.size % tarfile.BLOCKSIZE))
 
 
@@ -638,6 +654,31 @@ def build_archive(
         }
     log.info("archived %d entries to %s (%d bytes)", len(selection.entries), dest, size)
     return ArchiveResult(tuple(files), size, True, checksums)
+
+
+def damaged_archive(cache: Path, destination: Path) -> str:
+    """Why the archive on disk is not the one last written (a file missing or of the wrong
+    size), or "" when it is, or when there is none to check. Cheap: one stat per file."""
+    dest = Path(os.path.abspath(destination))
+    checksums = checksum_path(dest)
+    if not checksums.exists():
+        return ""
+    state_file = state_path(cache) / STATE_NAME
+    try:
+        record = json.loads(state_file.read_text(encoding="utf-8")).get(str(dest))
+        sizes = record["sizes"]
+        assert isinstance(sizes, dict)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, AssertionError):
+        return f"{checksums} has no record of the archive's files"
+    base = dest if dest.is_dir() else dest.parent  # compress=dir: names inside the directory
+    for name, size in sizes.items():
+        try:
+            actual = (base / name).stat().st_size
+        except FileNotFoundError:
+            return f"{base / name} is missing"
+        if actual != size:
+            return f"{base / name} has {actual} bytes, not {size}"
+    return ""
 
 
 def _part_number(name: str) -> tuple[int, str]:

@@ -16,14 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from hangar.layout import INDEX_NAME, blob_path, share_path, status_dir, tmp_dir
-from hangar.status import ImageStatus
+from hangar.safedelete import check_own_dirs, remove_blobs, remove_matching
+from hangar.save.claims import Claim, claim, release_stale
+from hangar.status import ImageStatus, SavedPlatform
 
 Depth = Literal["size", "digest"]
 
@@ -31,6 +32,10 @@ Depth = Literal["size", "digest"]
 # manifest) makes the save untrusted and is never used as a path: no file outside the shared
 # blob dir can be read or deleted through it.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# What the image jobs leave behind when killed: staging dirs ``<folder>.<mkdtemp suffix>`` and
+# unfinished status files ``.<id>.json.<suffix>.tmp``. Nothing else is deleted.
+_STAGING = re.compile(r"[0-9a-f]{64}\.[A-Za-z0-9_]+")
+_STATUS_TEMP = re.compile(r"\.[A-Za-z0-9._-]+\.json\.[A-Za-z0-9_]+\.tmp")
 
 
 @dataclass
@@ -81,14 +86,14 @@ class BlobChecker:
         except FileNotFoundError:
             return False
         if not good:
-            path.unlink(missing_ok=True)
+            remove_blobs(path.parent, [hex_digest])
             self.removed.append(digest)
         return good
 
     def layout_ok(self, layout: Path) -> bool:
         try:
             return all(self.ok(d, s) for d, s in referenced_blobs(layout, self.share))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return False  # unreadable index or manifest: damaged as well
 
 
@@ -105,9 +110,13 @@ def invalidate_stale(
 ) -> CheckResult:
     """Remove the status files of saves that cannot be trusted, so those images are redone."""
     cache = Path(cache)
+    check_own_dirs(cache)
+    image_ids = list(image_ids)
+    release_stale(cache, set(image_ids))  # claims of images no longer listed
     directory = status_dir(cache)
     checker = BlobChecker(share_path(cache), depth)
     result = CheckResult()
+    trusted_ids: set[str] = set()
     for image_id in image_ids:
         path = directory / f"{image_id}.json"
         try:
@@ -120,29 +129,42 @@ def invalidate_stale(
             status is not None
             and status.state != "failed"
             and all(checker.layout_ok(cache / folder) for folder in status.folders)
+            and all(_holds_its_manifest(cache, p) for p in status.saved)
+            and all(_owns(cache, p.Folder, image_id, status.reference) for p in status.saved)
         )
-        if not trusted:
+        if trusted:
+            trusted_ids.add(image_id)
+        else:
             path.unlink(missing_ok=True)
             result.retried.append(image_id)
+    release_stale(cache, trusted_ids)  # and of those saved again: they claim anew
     result.removed_blobs = checker.removed
     result.removed_leftovers = remove_leftovers(cache)
     return result
 
 
+def _holds_its_manifest(cache: Path, saved: SavedPlatform) -> bool:
+    """The folder still holds the manifest this save wrote (not another image's, copied over
+    it). Statuses from before ``Layout`` was recorded are not checked."""
+    if not saved.Layout:
+        return True
+    try:
+        index = json.loads((cache / saved.Folder / "index.json").read_text())
+        return [m["digest"] for m in index["manifests"]] == [saved.Layout]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return False
+
+
+def _owns(cache: Path, folder: str, image_id: str, reference: str) -> bool:
+    """The image holds the claim on its folder (taken now if nobody holds it)."""
+    holder, _ = claim(cache, folder, Claim(image_id, reference))
+    return holder is None
+
+
 def remove_leftovers(cache: Path) -> list[str]:
     """Delete what killed jobs left: partial layouts in ``.hangar/tmp`` and unfinished status
-    files (``.<id>.json.*.tmp``), which nothing refers to."""
-    removed: list[str] = []
-    directory = tmp_dir(cache)
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path.name)
-    if status_dir(cache).is_dir():
-        for path in sorted(status_dir(cache).glob(".*.tmp")):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
+    files (``.<id>.json.*.tmp``), which nothing refers to. Only those names, never through a
+    symbolic link."""
+    return remove_matching(tmp_dir(cache), _STAGING) + remove_matching(
+        status_dir(cache), _STATUS_TEMP
+    )

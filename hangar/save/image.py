@@ -14,14 +14,16 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hangar.imagelist import ImageRef
-from hangar.layout import INDEX_NAME, blob_path, share_path, tmp_dir
+from hangar.layout import INDEX_NAME, blob_path, ratelimit_dir, share_path, tmp_dir
 from hangar.platforms import Platform, manifest_digest, select
+from hangar.ratelimit import RateGate
 from hangar.resolve import Artifact, artifact_folder, resolve
+from hangar.save.claims import Claim, claim_all
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar.status import ImageStatus, SavedArtifact, SavedPlatform, write_atomic
 
@@ -56,19 +58,41 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
     raise InfrastructureError(f"{path}: content does not match its digest")
 
 
-def layout_size(layout: Path, share: Path) -> int:
-    """Bytes of the manifests, configs and layers the layout references (an index's too)."""
+def layout_manifest(layout: Path) -> str:
+    """The digest of the manifest an OCI layout of one platform holds."""
+    digest: str = json.loads((layout / INDEX_NAME).read_text())["manifests"][0]["digest"]
+    return digest
+
+
+def layout_blobs(layout: Path, share: Path) -> list[tuple[str, int]]:
+    """(digest, size) of the manifests, configs and layers the layout references (an index's
+    too)."""
     pending = list(json.loads((layout / INDEX_NAME).read_text())["manifests"])
-    total = 0
+    blobs = []
     while pending:
         descriptor = pending.pop()
-        total += descriptor["size"]
+        blobs.append((descriptor["digest"], descriptor["size"]))
         manifest = json.loads(read_manifest_blob(share, descriptor["digest"]))
         if "manifests" in manifest:
             pending += manifest["manifests"]
             continue
-        total += manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
-    return total
+        config = [manifest["config"]] if "config" in manifest else []
+        blobs += [(item["digest"], item["size"]) for item in [*config, *manifest.get("layers", [])]]
+    return blobs
+
+
+def wrong_sized_blobs(blobs: list[tuple[str, int]], share: Path) -> list[Path]:
+    """Blob files whose size is not their descriptor's: skopeo reuses any file of the right
+    name without checking it, so a damaged one left by an earlier save would be handed over."""
+    wrong = []
+    for digest, size in blobs:
+        path = blob_path(share.parent, digest)
+        try:
+            if path.stat().st_size != size:
+                wrong.append(path)
+        except FileNotFoundError:
+            wrong.append(path)
+    return wrong
 
 
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
@@ -84,7 +108,16 @@ def copy_into(skopeo: Skopeo, reference: str, cache: Path, folder: str, exact: b
     staging = Path(tempfile.mkdtemp(prefix=f"{folder}.", dir=tmp_dir(cache))) / "layout"
     try:
         skopeo.copy(reference, staging, share, exact=exact)
-        size = layout_size(staging, share)
+        blobs = layout_blobs(staging, share)
+        if wrong := wrong_sized_blobs(blobs, share):
+            for path in wrong:  # damaged copies of earlier saves: fetch them again
+                path.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            skopeo.copy(reference, staging, share, exact=exact)
+            blobs = layout_blobs(staging, share)
+            if wrong := wrong_sized_blobs(blobs, share):
+                raise ImageError(f"blob {wrong[0].name} has the wrong size after a fresh copy")
+        size = sum(blob_size for _, blob_size in blobs)
         final = cache / folder
         if final.exists():
             retired = staging.with_name("retired")
@@ -104,6 +137,7 @@ def save_image(
     no_arch_os_fail: bool,
     skopeo: Skopeo,
     log: Callable[[str], None],
+    lines: tuple[int, ...] = (),
 ) -> ImageStatus:
     reference = str(ref)
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
@@ -125,6 +159,16 @@ def save_image(
                 f"(available: {', '.join(status.available) or 'none'})"
             )
             log(("FAILED: " if no_arch_os_fail else "WARNING: ") + status.reason)
+        folders = [platform.folder(ref.source, ref.tag) for platform in chosen]
+        if clash := claim_all(cache, folders, Claim(ref.image_id, reference, lines)):
+            folder, holder = clash
+            platform = chosen[folders.index(folder)]
+            where = f" (line {', '.join(map(str, lines))})" if lines else ""
+            raise ImageError(
+                f"{platform} would be saved as {ref.source}:{platform.copied_tag(ref.tag)}, "
+                f"the folder {holder.describe()} already holds: not saved; {reference}{where} "
+                "and that image need different tags"
+            )
         for platform in chosen:
             folder = platform.folder(ref.source, ref.tag)
             log(f"copying {platform} as {ref.source}:{platform.copied_tag(ref.tag)} -> {folder}")
@@ -138,6 +182,7 @@ def save_image(
                     Variant=platform.variant,
                     OsVersion=platform.os_version,
                     Size=size,
+                    Layout=layout_manifest(cache / folder),
                 )
             )
     except ImageError as error:
@@ -185,6 +230,9 @@ class JobOptions:
     cert_dir: str = ""
     retry_times: int = 3
     retry_delay: float = 1.0
+    timeout: float = 600.0
+    # list line numbers by image id, for errors that name two images
+    lines: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def run_job(
@@ -208,8 +256,9 @@ def run_job(
             print(message, file=log_file, flush=True)
 
         with credentials_file(ref.registry, for_registry=options.credentials_registry) as authfile:
-            skopeo = Skopeo.from_settings(options, authfile, log)
-            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log)
+            skopeo = Skopeo.from_settings(options, authfile, log, RateGate(ratelimit_dir(cache)))
+            lines = options.lines.get(ref.image_id, ())
+            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log, lines)
         write_atomic(status_path, status.to_json())
         saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved)
         saved = saved or ("the artifact" if status.artifact else "nothing")

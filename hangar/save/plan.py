@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import sys
 import tarfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from hangar.skopeo import (
     Skopeo,
     credentials_file,
     credentials_registry,
+    stop_all,
 )
 from hangar.units import human_size
 
@@ -323,7 +325,12 @@ def make_plan(settings: Settings, entries: Sequence[ListEntry], jobs: int = DEFA
     """Resolve every image (``jobs`` at a time) and count the bytes."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         credentials = credentials_registry(settings.source, (e.ref.registry for e in entries))
-        images = list(pool.map(lambda entry: plan_image(entry, settings, credentials), entries))
+        try:
+            images = list(pool.map(lambda e: plan_image(e, settings, credentials), entries))
+        except KeyboardInterrupt:  # Ctrl-C: no new skopeo, the running ones stopped
+            stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     plan = Plan(images, settings)
     count(plan)
     return plan
@@ -470,6 +477,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--compress", choices=["gzip", "zstd", "dir"])
     parser.add_argument("--tls-verify", choices=["true", "false"])
     parser.add_argument("--cert-dir")
+    parser.add_argument("--timeout", help="longest one registry operation may take (10m)")
     parser.add_argument(
         "-j", "--jobs", type=int, default=DEFAULT_JOBS, help="images resolved at once (default 4)"
     )
@@ -489,7 +497,18 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> di
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config}: expected a mapping of config keys")
         config.update(loaded)
-    for key in ("file", "source", "arch", "os", "cache", "destination", "compress", "cert_dir"):
+    keys = (
+        "file",
+        "source",
+        "arch",
+        "os",
+        "cache",
+        "destination",
+        "compress",
+        "cert_dir",
+        "timeout",
+    )
+    for key in keys:
         value = getattr(args, key)
         if value is not None:
             config[key] = value
@@ -521,6 +540,9 @@ def main(
     except InfrastructureError as problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 128 + signal.SIGINT
     for line in table_lines(plan) + [""] + summary_lines(plan):
         write(line)
     write_csv(plan, args.csv)

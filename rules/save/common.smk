@@ -30,6 +30,8 @@ JOB_OPTIONS = JobOptions(
     cert_dir=SETTINGS.cert_dir,
     retry_times=SETTINGS.retry_times,
     retry_delay=SETTINGS.retry_delay,
+    timeout=SETTINGS.timeout,
+    lines={entry.ref.image_id: entry.line_numbers for entry in ENTRIES},
 )
 
 

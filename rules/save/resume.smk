@@ -1,8 +1,13 @@
 # Once per run, before any job: hold the cache's run lock, and drop what cannot be trusted,
 # so that exactly those images are saved again (failed ones, saves whose folders or blobs are
 # missing or damaged, leftovers of killed jobs).
-from hangar.runlock import RunLockError, hold_run_lock
+from pathlib import Path
+
+from hangar.runlock import RunLockError, hold_destination_lock, hold_run_lock
+from hangar.safedelete import UnsafeCacheError
+from hangar.save.archive import damaged_archive
 from hangar.save.cachecheck import invalidate_stale
+from hangar.skopeo import stop_on_sigterm
 from hangar.logview import announce_run
 from hangar.preflight import PreflightError, check
 from hangar.workflowlog import quiet_missing_backups
@@ -15,9 +20,14 @@ if workflow.is_main_process:
         logger.warning(f"WARNING: {skipped}")
     try:
         RUN_LOCK = hold_run_lock(CACHE)
-    except RunLockError as error:
+        DESTINATION_LOCK = hold_destination_lock(SETTINGS.destination)
+        CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    except (RunLockError, UnsafeCacheError) as error:
         raise WorkflowError(str(error)) from None
-    CHECK = invalidate_stale(CACHE, IMAGES, SETTINGS.verify)
+    # An archive file deleted or cut short since: forget the record, so it is written again.
+    if problem := damaged_archive(CACHE, SETTINGS.destination):
+        logger.warning(f"writing the archive again: {problem}")
+        Path(ARCHIVE_RECORD).unlink(missing_ok=True)
     if CHECK.removed_blobs:
         logger.warning(
             f"removed {len(CHECK.removed_blobs)} damaged blob(s) from the cache"
@@ -29,8 +39,10 @@ if workflow.is_main_process:
 
 
 # Before any download (onstart: real runs only, not dry runs or --lint): one line per mistake,
-# instead of one failure per image.
+# instead of one failure per image. And as Snakemake's SIGTERM lets running jobs finish, which
+# a hung copy never does, SIGTERM stops the skopeo children first: the run ends within seconds.
 onstart:
+    stop_on_sigterm()
     preflight = [
         ref for i, ref in IMAGES.items() if not (STATUS_DIR / f"{i}.json").exists()
     ]

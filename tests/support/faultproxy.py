@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-FaultKind = Literal["status", "drop", "truncate"]
+FaultKind = Literal["status", "drop", "truncate", "hang"]
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -60,7 +60,10 @@ class Fault:
 
     - `status`: answer `status` (e.g. 429 or 503) with a registry-style JSON error body;
     - `drop`: close the connection without answering;
-    - `truncate`: send the upstream headers and half of the body, then close.
+    - `truncate`: send the upstream headers and half of the body, then close;
+    - `hang`: read the request and never answer (until the proxy stops).
+
+    A 429 or 503 carries `Retry-After: <retry_after>` (seconds).
 
     Active for the first `count` matching requests (None: unlimited) and, when `seconds` is
     set, only for that many seconds after the first request it met (so a slow client start
@@ -73,6 +76,7 @@ class Fault:
     seconds: float | None = None
     path_contains: str = ""
     methods: tuple[str, ...] = ("GET", "HEAD")
+    retry_after: int = 0
     hits: int = field(default=0, init=False)
     _deadline: float | None = field(default=None, init=False, repr=False)
 
@@ -100,6 +104,10 @@ def drop(count: int | None = None, **options: object) -> Fault:
     return Fault("drop", count=count, **options)  # type: ignore[arg-type]
 
 
+def hang(count: int | None = None, **options: object) -> Fault:
+    return Fault("hang", count=count, **options)  # type: ignore[arg-type]
+
+
 def truncate(count: int | None = None, **options: object) -> Fault:
     options.setdefault("methods", ("GET",))
     return Fault("truncate", count=count, **options)  # type: ignore[arg-type]
@@ -112,8 +120,10 @@ class FaultProxy:
         self.upstream = upstream
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()  # "passed", "status", "drop", "truncate", "error"
+        # "passed", "status", "drop", "truncate", "hang", "error"
+        self.counts: Counter[str] = Counter()
         self.requests: deque[tuple[str, str, str]] = deque(maxlen=20_000)  # method, path, outcome
+        self._stopping = threading.Event()  # releases the requests a `hang` fault holds
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -158,6 +168,7 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         if self._server is not None:
             return self
+        self._stopping.clear()
         proxy = self
 
         class Handler(_ProxyHandler):
@@ -174,6 +185,7 @@ class FaultProxy:
     def stop(self) -> None:
         if self._server is None:
             return
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         assert self._thread is not None
@@ -206,7 +218,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         fault = self.owner._choose(method, path)
         if fault is not None and fault.kind == "status":
             self.owner._record(method, path, "status")
-            self._send_error_status(fault.status)
+            self._send_error_status(fault.status, fault.retry_after)
+            return
+        if fault is not None and fault.kind == "hang":
+            self.owner._record(method, path, "hang")
+            self.owner._stopping.wait()
+            self._hang_up()
             return
         if fault is not None and fault.kind == "drop":
             self.owner._record(method, path, "drop")
@@ -224,7 +241,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else None
 
-    def _send_error_status(self, status: int) -> None:
+    def _send_error_status(self, status: int, retry_after: int = 0) -> None:
         code = ERROR_CODES.get(status, "UNKNOWN")
         payload = json.dumps(
             {"errors": [{"code": code, "message": f"injected fault: HTTP {status}"}]}
@@ -233,7 +250,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         if status in (429, 503):
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", str(retry_after))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
@@ -324,3 +341,45 @@ def resize_filesystem(path: Path, size: str) -> None:
     subprocess.run(
         ["mount", "-o", f"remount,size={size}", str(path)], check=True, capture_output=True
     )
+
+
+# -- a server that never answers --------------------------------------------------------------
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte, as a
+    registry behind a stuck load balancer; its connections close with `stop()`."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.accepted = 0
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        self._socket.settimeout(0.1)
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._connections.append(connection)  # kept open, never read nor answered
+            self.accepted += 1
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        for connection in self._connections:
+            connection.close()
+        self._socket.close()
