@@ -14,6 +14,7 @@ import http.client
 import socket
 import ssl
 from collections.abc import Iterable
+from pathlib import Path
 
 GOARCH = (
     "386",
@@ -84,7 +85,19 @@ def _host_port(registry: str) -> tuple[str, int | None]:
     return name, int(port) if port.isdigit() else None
 
 
-def probe(registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS) -> str:
+def tls_context(tls_verify: bool, cert_dir: str = "") -> ssl.SSLContext:
+    """What skopeo trusts: the system's CAs plus the ``*.crt`` files of ``cert_dir``."""
+    if not tls_verify:
+        return ssl._create_unverified_context()
+    context = ssl.create_default_context()
+    for certificate in sorted(Path(cert_dir).glob("*.crt")) if cert_dir else []:
+        context.load_verify_locations(cafile=str(certificate))
+    return context
+
+
+def probe(
+    registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS, cert_dir: str = ""
+) -> str:
     """ "" when ``registry`` answers on /v2/, else the problem in plain words."""
     host, port = _host_port(registry)
     try:
@@ -92,7 +105,7 @@ def probe(registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS) -> st
     except OSError as error:
         cause = "timed out" if isinstance(error, TimeoutError) else error.strerror or str(error)
         return f"registry {registry} unreachable ({cause})"
-    context = ssl.create_default_context() if tls_verify else ssl._create_unverified_context()
+    context = tls_context(tls_verify, cert_dir)
     https = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     try:
         https.request("GET", "/v2/")
@@ -130,20 +143,26 @@ def _answers_http(host: str, port: int, timeout: float) -> bool:
         plain.close()
 
 
-def registry_problems(registries: Iterable[str], tls_verify: bool) -> list[str]:
+def registry_problems(
+    registries: Iterable[str], tls_verify: bool, cert_dir: str = ""
+) -> list[str]:
     problems = []
     for registry in sorted(set(registries)):
-        if problem := probe(registry, tls_verify):
+        if problem := probe(registry, tls_verify, cert_dir=cert_dir):
             problems.append(problem)
     return problems
 
 
 def check(
-    arch: Iterable[str], os_names: Iterable[str], registries: Iterable[str], tls_verify: bool
+    arch: Iterable[str],
+    os_names: Iterable[str],
+    registries: Iterable[str],
+    tls_verify: bool,
+    cert_dir: str = "",
 ) -> None:
     """Raise PreflightError naming every problem found (names first: they need no network)."""
     problems = platform_problems(arch, os_names)
     if not problems:
-        problems = registry_problems(registries, tls_verify)
+        problems = registry_problems(registries, tls_verify, cert_dir)
     if problems:
         raise PreflightError("\n".join(f"preflight: {problem}" for problem in problems))

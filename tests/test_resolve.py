@@ -99,8 +99,8 @@ def test_artifact_folders_are_named_by_source_and_tag() -> None:
 
 def test_skopeo_from_settings_takes_the_registry_options() -> None:
     class Options:
-        tls_verify, cert_dir, retry_times, retry_delay = False, "/certs", 5, 0.5
+        tls_verify, cert_dir, retry_times, retry_delay, timeout = False, "/certs", 5, 0.5, 30.0
 
     skopeo = Skopeo.from_settings(Options(), "/auth.json")
     assert (skopeo.tls_verify, skopeo.cert_dir, skopeo.authfile) == (False, "/certs", "/auth.json")
-    assert (skopeo.retry_times, skopeo.retry_delay) == (5, 0.5)
+    assert (skopeo.retry_times, skopeo.retry_delay, skopeo.timeout) == (5, 0.5, 30.0)

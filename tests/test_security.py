@@ -233,12 +233,20 @@ def test_tls_certificates_are_verified_unless_switched_off(
     if "cert_dir" in options:
         options = {**options, "cert_dir": cert_dirs[options["cert_dir"]]}
     write_list(workdir, [tls_image.ref])
-    done = run_workflow(workdir, {"file": "images.txt", **options}, check=accepted)
+    config = {"file": "images.txt", **options}
+    done = run_workflow(workdir, config, check=False)
     cache = workdir / "saved-image-cache"
-    if accepted:
+    if accepted:  # the preflight's probe trusts what skopeo trusts (cert_dir included)
+        assert done.returncode == 0, done.stderr[-3000:]
         assert list(entries_by_source(cache)) == [tls_image.ref]
         assert not (workdir / "save-failed.txt").exists()
         return
+    # The preflight stops the run before any copy, naming the certificate and the way out.
+    assert done.returncode != 0
+    assert "preflight: TLS certificate of registry" in done.stderr
+    assert "--cert-dir" in done.stderr and not (cache / "share").exists()
+    # Without it, the image itself fails on the certificate, without retries.
+    done = run_workflow(workdir, {**config, "preflight": False}, check=False)
     assert (workdir / "save-failed.txt").read_text() == f"{tls_image.ref}\n"
     status = status_by_repo(cache, "secure/app")
     assert "x509" in status["reason"] or "certificate" in status["reason"], status["reason"]
@@ -254,7 +262,11 @@ def test_verifying_tls_against_a_plain_http_registry_fails_at_once(
         registry.host, "plain/app", "1", [LINUX_AMD64], kind="oci-index", base_seed="plain"
     )
     write_list(workdir, [image.ref])
-    run_workflow(workdir, {"file": "images.txt", "tls_verify": True}, check=False)
+    done = run_workflow(workdir, {"file": "images.txt", "tls_verify": True}, check=False)
+    assert done.returncode != 0 and "speaks plain HTTP: use --tls-verify=false" in done.stderr
+    # Without the preflight, the image fails at once, without retries.
+    config = {"file": "images.txt", "tls_verify": True, "preflight": False}
+    run_workflow(workdir, config, check=False)
     status = status_by_repo(workdir / "saved-image-cache", "plain/app")
     assert status["state"] == "failed"
     assert "HTTP response to HTTPS client" in status["reason"], status["reason"]

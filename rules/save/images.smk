@@ -4,12 +4,6 @@ from hangar.save.image import run_job
 from hangar.save.savedlist import run_job as write_saved_lists
 
 
-# Snakemake's SIGTERM lets running jobs finish, which a hung copy never does: stop the skopeo
-# children first, so that the run ends within seconds and resumes at the next.
-onstart:
-    stop_on_sigterm()
-
-
 # A `run:` job runs in Snakemake's own process (no interpreter start per image), so it uses
 # Snakemake's environment: run Snakemake from envs/hangar-save.yaml when using conda.
 rule save_image:

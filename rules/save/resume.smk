@@ -53,6 +53,7 @@ onstart:
                 SETTINGS.os,
                 (ref.registry for ref in preflight),
                 SETTINGS.tls_verify,
+                SETTINGS.cert_dir,
             )
         except PreflightError as error:
             raise WorkflowError(str(error)) from None
