@@ -6,7 +6,8 @@ As root on Debian with slurm-wlm and munge (bash dev/setup.sh --tests): starts a
 127.0.0.1 with one tiny single-platform image tagged --images times, and a single-node Slurm
 cluster with this machine's CPUs (tests/support/slurm.py), then saves the list with the shipped
 profile as a cluster without accounting runs it (`--slurm-status-command squeue
---slurm-no-account`). Prints the number of Slurm submissions, the wall time, each kind of job's
+--slurm-no-account`; `--profile profiles/cluster-generic` for the generic executor, whose own
+scripts call sbatch). Prints the number of Slurm submissions, the wall time, each kind of job's
 request (CPUs, memory, time limit from `scontrol show job`) and its peak memory (the summed RSS
 of the job's processes, polled from /proc), writes bench/results/cluster.csv and removes its
 temporary data.
@@ -92,9 +93,10 @@ def run(images: int, profile: Path, work: Path) -> list[dict[str, object]]:
         command = [
             sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
             "--directory", str(workdir), "--profile", str(profile),
-            "--slurm-status-command", "squeue", "--slurm-no-account",
             "--configfile", str(workdir / "config.yaml"),
         ]  # fmt: skip
+        if "executor: slurm" in (profile / "config.yaml").read_text():
+            command += ["--slurm-status-command", "squeue", "--slurm-no-account"]
         memory = JobMemory()
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=slurm.environ())
@@ -103,7 +105,7 @@ def run(images: int, profile: Path, work: Path) -> list[dict[str, object]]:
         if done.returncode != 0:
             raise SystemExit(f"snakemake failed:\n{(done.stdout + done.stderr)[-4000:]}")
         log = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()
-        job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+        job_ids = re.findall(r"(?:with SLURM jobid|with external jobid) '?(\d+)", log)
         saved = len(list((workdir / "saved-image-cache" / ".hangar" / "status").glob("*.json")))
         rows: list[dict[str, object]] = []
         for job_id in job_ids:
@@ -111,7 +113,9 @@ def run(images: int, profile: Path, work: Path) -> list[dict[str, object]]:
             rows.append(
                 {
                     "job": job_id,
-                    "kind": job.get("Comment", "?").removeprefix("rule_"),
+                    "kind": job.get("Comment", "(null)").removeprefix("rule_")
+                    if job.get("Comment", "(null)") != "(null)"
+                    else job.get("JobName", "?"),
                     "cpus": job.get("NumCPUs", "?"),
                     "mem": job.get("MinMemoryNode", "?"),
                     "time_limit": job.get("TimeLimit", "?"),

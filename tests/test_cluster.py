@@ -411,3 +411,32 @@ def test_cluster_generic_with_a_stand_in_batch_system(
     assert run_lock_holder(workdir) == f"pid {pid}"
 
     assert_same_save(local_save, workdir, tmp_path)
+
+
+# -- Kubernetes: as far as a machine without a Kubernetes cluster allows ---------------------
+
+
+def test_kubernetes_profile_plans_the_save(image_lines: list[str], tmp_path: Path) -> None:
+    """The profile loads with its plugins and plans the save with the cache at its own path."""
+    for plugin in ("snakemake_executor_plugin_kubernetes", "snakemake_storage_plugin_fs"):
+        if importlib.util.find_spec(plugin) is None:
+            pytest.skip(f"{plugin} is not installed (pip install '.[kubernetes]')")
+    volume = tmp_path / "data"  # stands for the claim's mount point
+    write_list(tmp_path, image_lines)
+    config_file = tmp_path / "k8s-config.yaml"
+    settings = {"cache": f"{volume}/{CACHE}", "destination": f"{volume}/{ARCHIVE}"}
+    config_file.write_text(yaml.safe_dump({**CONFIG, **settings}))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "-n"]
+    command += ["--directory", str(tmp_path), "--profile", str(REPO / "profiles" / "kubernetes")]
+    command += ["--configfile", str(config_file)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert re.search(r"save_image\s+9\b", output), output[-3000:]
+    assert "Group job images" in output
+    # Statuses and the archive record stay at their paths on the volume (prefix /).
+    outputs = re.findall(r"output: (\S+)", output)
+    statuses = [path for path in outputs if "/.hangar/status/" in path]
+    assert len(statuses) == len(image_lines)
+    assert all(path.startswith(f"{volume}/{CACHE}/.hangar/status/") for path in statuses)
+    assert f"{volume}/{ARCHIVE}.sha256" in outputs
