@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cachefactory import make_cache  # noqa: E402
 
+from hangar.layout import STATE_DIR  # noqa: E402
 from hangar.save.archive import (  # noqa: E402
-    STATE_DIR,
     STATE_NAME,
     Compress,
     build_archive,
@@ -155,7 +155,9 @@ def main() -> None:
             print(f"building a {args.size_mb} MB synthetic cache in {work}", file=sys.stderr)
             # 10 images x 2 platforms x 3 layers of 1..layer_size bytes (mean layer_size / 2)
             layer_size = max(1024, 2 * args.size_mb * MB // 60)
-            cache = make_cache(work / "cache", images=10, layers=3, layer_size=layer_size).root
+            cache = make_cache(
+                work / "cache", images=10, layers=3, layer_size=layer_size, layer_format="gzip"
+            ).root
         state = cache / STATE_DIR / STATE_NAME
         saved_state = state.read_bytes() if state.exists() else None
         try:

@@ -22,4 +22,8 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+# editable_mode=compat: a path entry, so that Snakemake finds the logger plugin
+# (snakemake_logger_plugin_hangar) by scanning sys.path, which it cannot do through the
+# import hook of the default editable mode.
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    --config-settings editable_mode=compat -e ".[test]"

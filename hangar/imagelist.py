@@ -2,7 +2,10 @@
 
 One ``NAME[:TAG]`` per line (optionally pinned ``NAME:TAG@sha256:…``); blank lines and
 lines starting with ``#`` or ``//`` are skipped. Names are normalised the way hangar v1.6
-does, with its bugs fixed: registry ports work and ``library/`` is only added on Docker Hub.
+does: a name without a registry gets Docker Hub's ``library/`` before a one-component path,
+then the ``source`` registry if one is given; a name with its own registry keeps its path.
+Unlike v1.6, registry ports work. An invalid line is skipped with a warning, as hangar does
+(``strict`` refuses the list instead).
 """
 
 from __future__ import annotations
@@ -32,6 +35,25 @@ _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class ImageListError(ValueError):
     """The image list (or one of its lines) cannot be used; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class SkippedLine:
+    """An invalid line of the list, left out of the save (hangar's warning, and where and why)."""
+
+    path: str
+    number: int
+    line: str
+    reason: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.number}"
+
+    def __str__(self) -> str:
+        return (
+            f'ignore line "{self.line}" in list file: invalid format ({self.where}: {self.reason})'
+        )
 
 
 @dataclass(frozen=True)
@@ -108,13 +130,15 @@ def parse_reference(text: str, source: str = "") -> ImageRef:
         )
     _check_repository(repository)
 
+    # Docker Hub's normalisation first for a name without a registry, then the override: with
+    # source reg:5000, "nginx" is reg:5000/library/nginx; "reg.io/pause" keeps its path.
+    if (not registry or registry == DOCKER_HUB) and "/" not in repository:
+        repository = f"library/{repository}"
     if source:
         _check_registry(source)
         registry = source
     elif not registry:
         registry = DOCKER_HUB
-    if registry == DOCKER_HUB and "/" not in repository:
-        repository = f"library/{repository}"
     if len(registry) + 1 + len(repository) > MAX_NAME_LENGTH:
         raise ValueError(f"name longer than {MAX_NAME_LENGTH} characters")
     return ImageRef(registry, repository, tag or DEFAULT_TAG, digest)
@@ -150,16 +174,31 @@ def is_comment_or_blank(line: str) -> bool:
     return not line or line.startswith("#") or line.startswith("//")
 
 
-def parse_image_list(text: str, path: str = "<list>", source: str = "") -> list[ListEntry]:
-    """Parse a whole list; duplicates (same normalised reference) become one entry.
+@dataclass(frozen=True)
+class ImageList:
+    """The images of a list, and its invalid lines (skipped unless the list is read strictly)."""
 
-    Every bad line is reported at once, as ``path:line: reason: 'text'``.
-    """
+    entries: list[ListEntry]
+    skipped: list[SkippedLine]
+
+
+def parse_image_list(
+    text: str, path: str = "<list>", source: str = "", strict: bool = False
+) -> list[ListEntry]:
+    """The images of a list; duplicates (same normalised reference) become one entry."""
+    return parse_list(text, path, source, strict).entries
+
+
+def parse_list(
+    text: str, path: str = "<list>", source: str = "", strict: bool = False
+) -> ImageList:
+    """Parse a whole list; invalid lines are skipped (``strict``: refused, all at once, as
+    ``path:line: reason: 'text'``). A list without a single valid image is an error."""
     by_ref: dict[ImageRef, tuple[list[str], list[int]]] = {}
     # Saved folders and hangar load's tags are named by source and tag alone: two references
     # that differ only in their pinned digest would be two jobs writing the same folders.
     by_tag: dict[tuple[str, str], tuple[ImageRef, int]] = {}
-    errors: list[str] = []
+    skipped: list[SkippedLine] = []
     # Lines end at "\n" only (a "\r" before it is trimmed): str.splitlines() would also break
     # at form feeds, U+2028 and other separators, hiding them and shifting every line number
     # after them away from what editors, `sed -n Np` and the UTF-8 error below count.
@@ -170,32 +209,50 @@ def parse_image_list(text: str, path: str = "<list>", source: str = "") -> list[
         if is_comment_or_blank(line):
             continue
         if len(line) > MAX_LINE_LENGTH:
-            errors.append(f"{path}:{number}: line longer than {MAX_LINE_LENGTH} characters")
+            reason = f"line longer than {MAX_LINE_LENGTH} characters"
+            skipped.append(SkippedLine(path, number, line[:80] + "…", reason))
             continue
         try:
             ref = parse_reference(line, source)
         except ValueError as error:
-            errors.append(f"{path}:{number}: {error}: {line!r}")
+            skipped.append(SkippedLine(path, number, line, str(error)))
             continue
         other, first = by_tag.setdefault((ref.source, ref.tag), (ref, number))
         if other != ref:
-            errors.append(
-                f"{path}:{number}: {ref.source}:{ref.tag} is already named by line {first}, "
-                f"pinned to another digest (a tag is saved once): {line!r}"
+            reason = (
+                f"{ref.source}:{ref.tag} is already named by line {first}, "
+                "pinned to another digest (a tag is saved once)"
             )
+            skipped.append(SkippedLine(path, number, line, reason))
             continue
         lines, numbers = by_ref.setdefault(ref, ([], []))
         if line not in lines:
             lines.append(line)
         numbers.append(number)
-    if errors:
-        raise ImageListError("\n".join(errors))
+    if strict and skipped:
+        raise ImageListError("\n".join(_refusal(item) for item in skipped))
     if not by_ref:
+        if skipped:
+            raise ImageListError(
+                "\n".join([*(_refusal(item) for item in skipped), f"{path}: no valid image"])
+            )
         raise ImageListError(f"{path}: the image list names no image (only blanks or comments)")
-    return [ListEntry(ref, tuple(lines), tuple(nums)) for ref, (lines, nums) in by_ref.items()]
+    entries = [ListEntry(ref, tuple(lines), tuple(nums)) for ref, (lines, nums) in by_ref.items()]
+    return ImageList(entries, skipped)
 
 
-def read_image_list(path: str | Path, source: str = "") -> list[ListEntry]:
+def _refusal(item: SkippedLine) -> str:
+    if item.reason.startswith("line longer"):
+        return f"{item.where}: {item.reason}"
+    return f"{item.where}: {item.reason}: {item.line!r}"
+
+
+def read_image_list(path: str | Path, source: str = "", strict: bool = False) -> list[ListEntry]:
+    """The images of a list file (invalid lines skipped unless ``strict``)."""
+    return load_image_list(path, source, strict).entries
+
+
+def load_image_list(path: str | Path, source: str = "", strict: bool = False) -> ImageList:
     """Read and parse a list file; decoding errors name the line at fault."""
     path = Path(path)
     try:
@@ -207,4 +264,4 @@ def read_image_list(path: str | Path, source: str = "") -> list[ListEntry]:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise ImageListError(f"{path}:{line}: not valid UTF-8 (byte {error.start})") from None
-    return parse_image_list(text, str(path), source)
+    return parse_list(text, str(path), source, strict)

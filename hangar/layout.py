@@ -76,6 +76,15 @@ def part_number(destination: str | Path, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def split_part(path: str | Path) -> tuple[Path, int] | None:
+    """``(DEST, N)`` for a path named ``DEST.partN``, else None."""
+    path = Path(path)
+    match = _PART_SUFFIX.search(path.name)
+    if match is None or match.end() != len(path.name) or match.start() == 0:
+        return None
+    return path.with_name(path.name[: match.start()]), int(match.group(1))
+
+
 def parts_on_disk(destination: str | Path) -> dict[int, Path]:
     """Every ``DEST.partN`` beside ``DEST``, by number (gaps included: the caller judges them)."""
     destination = Path(destination)

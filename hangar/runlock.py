@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from hangar.status import STATE_DIR
+from hangar.layout import run_lock_path
 
 
 class RunLockError(RuntimeError):
@@ -19,7 +19,7 @@ def hold_run_lock(cache: str | Path) -> IO[str]:
 
     An flock dies with its process, so a run killed with SIGKILL never leaves a stale lock.
     """
-    path = Path(cache) / STATE_DIR / "run.lock"
+    path = run_lock_path(cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
     try:
@@ -41,3 +41,18 @@ def hold_run_lock(cache: str | Path) -> IO[str]:
     handle.write(f"pid {os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def run_lock_holder(cache: str | Path) -> str | None:
+    """Who holds the run lock on this cache (``pid N``), or None when it is free."""
+    path = run_lock_path(cache)
+    if not path.exists():
+        return None
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema
+import yaml
+
+from hangar.layout import checksum_path, part_number
 from hangar.units import default_destination, parse_size
 
 Compress = Literal["gzip", "zstd", "dir"]
@@ -25,10 +29,42 @@ class ConfigError(ValueError):
     """A config value is unusable; the message starts with the key at fault."""
 
 
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The workflow's config schema (the one the Snakefile validates with)."""
+    loaded: dict[str, Any] = yaml.safe_load(SCHEMA_FILE.read_text())
+    return loaded
+
+
+def schema_defaults() -> dict[str, Any]:
+    return {
+        key: spec["default"] for key, spec in schema()["properties"].items() if "default" in spec
+    }
+
+
+def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with the schema's defaults, validated as the workflow validates it.
+
+    Raises ConfigError with one ``key: problem`` line per problem, sorted by key.
+    """
+    full = {**schema_defaults(), **config}
+    validator = jsonschema.Draft202012Validator(schema())
+    problems = sorted(validator.iter_errors(full), key=lambda e: [str(p) for p in e.absolute_path])
+    if problems:
+        raise ConfigError("\n".join(_problem_line(problem) for problem in problems))
+    return full
+
+
+def _problem_line(problem: jsonschema.ValidationError) -> str:
+    key = ".".join(str(part) for part in problem.absolute_path) or "config"
+    return f"{key}: {problem.message}"
+
+
 @dataclass(frozen=True)
 class Settings:
     file: Path
     source: str
+    strict: bool
     arch: tuple[str, ...]
     os: tuple[str, ...]
     no_arch_os_fail: bool
@@ -71,6 +107,7 @@ class Settings:
         return cls(
             file=Path(config["file"]),
             source=config["source"],
+            strict=bool(config.get("strict", False)),
             arch=tuple(_nonempty_list("arch", config["arch"])),
             os=tuple(_nonempty_list("os", config["os"])),
             no_arch_os_fail=config["no_arch_os_fail"],
@@ -108,12 +145,11 @@ def _check_list_spared(image_list: Path, failed: Path, destination: Path, compre
     image_list, failed, destination = image_list.resolve(), failed.resolve(), destination.resolve()
 
     def archived(path: Path) -> bool:
-        if path == destination or path == destination.with_name(destination.name + ".sha256"):
+        if path in (destination, checksum_path(destination)):
             return True
         if compress == "dir":
             return destination in path.parents
-        part = re.fullmatch(re.escape(destination.name) + r"\.part[0-9]+", path.name)
-        return path.parent == destination.parent and part is not None
+        return path.parent == destination.parent and part_number(destination, path.name) is not None
 
     if failed == image_list:
         raise ConfigError(f"failed: {failed} is the image list; choose another file")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 _INFRASTRUCTURE_MARKERS = (
     "no space left on device",
@@ -80,6 +81,19 @@ def last_error_line(stderr: str) -> str:
     return line
 
 
+class RegistryOptions(Protocol):
+    """How to reach registries: what Settings and the image jobs' options both hold."""
+
+    @property
+    def tls_verify(self) -> bool: ...
+    @property
+    def cert_dir(self) -> str: ...
+    @property
+    def retry_times(self) -> int: ...
+    @property
+    def retry_delay(self) -> float: ...
+
+
 @dataclass
 class Skopeo:
     """Options shared by every skopeo call of one image job."""
@@ -92,6 +106,20 @@ class Skopeo:
     log: Callable[[str], None] = print
     executable: str = "skopeo"
     retries_used: int = field(default=0, init=False)
+
+    @classmethod
+    def from_settings(
+        cls, options: RegistryOptions, authfile: str = "", log: Callable[[str], None] = print
+    ) -> Skopeo:
+        """The skopeo of a run's settings (TLS, certificates, retries) with an auth file."""
+        return cls(
+            tls_verify=options.tls_verify,
+            cert_dir=options.cert_dir,
+            authfile=authfile,
+            retry_times=options.retry_times,
+            retry_delay=options.retry_delay,
+            log=log,
+        )
 
     def _auth_args(self, prefix: str) -> list[str]:
         args = []
@@ -113,19 +141,54 @@ class Skopeo:
         args = ["inspect", "--raw", *(["--config"] if config else []), *self._auth_args("")]
         return self.run([*args, f"docker://{reference}"])
 
-    def copy(self, reference: str, layout: Path, shared_blob_dir: Path) -> None:
-        """Copy one manifest into the OCI layout ``layout``, blobs into ``shared_blob_dir``."""
+    def copy(
+        self, reference: str, layout: Path, shared_blob_dir: Path, exact: bool = False
+    ) -> None:
+        """Copy one manifest into the OCI layout ``layout``, blobs into ``shared_blob_dir``.
+
+        ``exact`` (artifacts): the manifest as it is, an index with all its manifests, and an
+        error rather than any conversion that would change a digest.
+        """
         self.run(
             [
                 "--insecure-policy",
                 "copy",
+                *(["--all", "--preserve-digests"] if exact else []),
                 *self._auth_args("src-"),
+                # the manifest as the registry serves it: a Docker v2s2 manifest is not turned
+                # into OCI, so its digest stays the recorded one (and load can push it unchanged)
+                "--preserve-digests",
                 f"docker://{reference}",
                 f"oci:{layout}",
                 "--dest-shared-blob-dir",
                 str(shared_blob_dir),
             ]
         )
+
+    def push(
+        self,
+        layout: Path,
+        shared_blob_dir: Path | None,
+        reference: str,
+        *,
+        manifest_format: str = "",
+        index_only: bool = False,
+        digestfile: Path | None = None,
+    ) -> None:
+        """Push the OCI layout ``layout`` to ``docker://reference``, keeping the manifest's
+        digest unless ``manifest_format`` (``v2s2``) asks for a conversion."""
+        args = ["--insecure-policy", "copy", *self._auth_args("dest-")]
+        if shared_blob_dir is not None:
+            args += ["--src-shared-blob-dir", str(shared_blob_dir)]
+        if manifest_format:
+            args += ["--format", manifest_format]
+        else:
+            args.append("--preserve-digests")
+        if index_only:
+            args.append("--multi-arch=index-only")
+        if digestfile is not None:
+            args += ["--digestfile", str(digestfile)]
+        self.run([*args, f"oci:{layout}", f"docker://{reference}"])
 
     def run(self, args: Sequence[str]) -> bytes:
         """Run skopeo; retry transient failures with exponential backoff."""
@@ -178,12 +241,20 @@ def credentials_registry(source: str, registries: Iterable[str]) -> str:
     return named.pop() if len(named) == 1 else "docker.io"
 
 
+SOURCE_CREDENTIALS = ("SOURCE_USERNAME", "SOURCE_PASSWORD")
+DEST_CREDENTIALS = ("DEST_USERNAME", "DEST_PASSWORD")
+
+
 @contextmanager
 def credentials_file(
-    registry: str, environ: Mapping[str, str] | None = None, for_registry: str = ""
+    registry: str,
+    environ: Mapping[str, str] | None = None,
+    for_registry: str = "",
+    variables: tuple[str, str] = SOURCE_CREDENTIALS,
 ) -> Iterator[str]:
-    """An auth file for ``registry`` built from SOURCE_USERNAME/SOURCE_PASSWORD, if both are set
-    and they are ``for_registry``'s (default: ``registry``'s).
+    """An auth file for ``registry`` built from the ``variables`` (SOURCE_USERNAME and
+    SOURCE_PASSWORD, or DEST_USERNAME and DEST_PASSWORD), if both are set and they are
+    ``for_registry``'s (default: ``registry``'s).
 
     Credentials go to a private in-memory file passed to skopeo as ``--authfile /dev/fd/N``:
     never on a command line, in a log, in Snakemake params or on disk, not even when the job is
@@ -192,7 +263,7 @@ def credentials_file(
     use its default auth files).
     """
     env = os.environ if environ is None else environ
-    username, password = env.get("SOURCE_USERNAME", ""), env.get("SOURCE_PASSWORD", "")
+    username, password = env.get(variables[0], ""), env.get(variables[1], "")
     if not (username and password) or registry != (for_registry or registry):
         yield env.get("REGISTRY_AUTH_FILE", "")
         return

@@ -14,15 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 State = Literal["ok", "failed", "skipped"]
-STATE_DIR = ".hangar"
-
-
-def status_dir(cache: str | Path) -> Path:
-    return Path(cache) / STATE_DIR / "status"
-
-
-def tmp_dir(cache: str | Path) -> Path:
-    return Path(cache) / STATE_DIR / "tmp"
 
 
 @dataclass(frozen=True)
@@ -38,6 +29,17 @@ class SavedPlatform:
     Size: int = 0
 
 
+@dataclass(frozen=True)
+class SavedArtifact:
+    """A saved OCI artifact, in the field names of saved-images-list.json's ``Artifacts``."""
+
+    Digest: str  # the manifest digest in the source registry
+    MediaType: str
+    ArtifactType: str
+    Folder: str
+    Size: int = 0
+
+
 @dataclass
 class ImageStatus:
     reference: str
@@ -46,10 +48,30 @@ class ImageStatus:
     state: State
     reason: str = ""
     saved: list[SavedPlatform] = field(default_factory=list)
+    artifact: SavedArtifact | None = None
     available: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
     retries: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "artifact" if self.artifact is not None else "image"
+
+    @property
+    def is_saved(self) -> bool:
+        """Something of it is in the cache: platforms, or the artifact."""
+        return bool(self.saved) or self.artifact is not None
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(p.Size for p in self.saved) + (self.artifact.Size if self.artifact else 0)
+
+    @property
+    def folders(self) -> list[str]:
+        """The cache folders it was saved into."""
+        artifact = [self.artifact.Folder] if self.artifact else []
+        return [p.Folder for p in self.saved] + artifact
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -58,6 +80,8 @@ class ImageStatus:
     def from_json(cls, text: str) -> ImageStatus:
         data: dict[str, Any] = json.loads(text)
         data["saved"] = [SavedPlatform(**item) for item in data.get("saved", [])]
+        if data.get("artifact"):
+            data["artifact"] = SavedArtifact(**data["artifact"])
         return cls(**data)
 
     @classmethod

@@ -13,7 +13,8 @@
 * the layouts: every folder of saved-images-list.json has ``index.json`` and ``oci-layout``, and
   every manifest, config and layer they reference is in the archive with the recorded size;
 * the list: ``Version`` v1.1.0, a valid ``SavedTime``, ``ArchList``/``OsList`` matching
-  ``Images``, and each ``Folder`` named as hangar names it (sha256 of ``repo:copied-tag``).
+  ``Images``, and each ``Folder`` named as hangar names it (sha256 of ``repo:copied-tag``);
+  each of its ``Artifacts`` (Helm charts, …) like a folder, holding the manifest by its ``Digest``.
 
 Everything is read once, in a streaming pass; only small JSON documents are kept in memory.
 Exit status 0 when the archive is sound, 1 naming each problem, 2 for bad arguments.
@@ -40,13 +41,22 @@ from typing import IO, Any, Literal, Protocol, cast
 import zstandard
 from isal import igzip
 
+from hangar.layout import (
+    BLOB_DIR,
+    INDEX_NAME,
+    LIST_NAME,
+    LIST_VERSION,
+    OCI_LAYOUT_NAME,
+    TOP_DIR,
+    checksum_path,
+    part_number,
+    part_path,
+    parts_on_disk,
+    split_part,
+)
 from hangar.platforms import Platform
 from hangar.units import human_size
 
-TOP_DIR = "saved-image-cache"
-LIST_NAME = "saved-images-list.json"
-SHARE_DIR = "share/sha256"
-LIST_VERSION = "v1.1.0"
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8  # read-ahead of the part reader, in CHUNKs
 TAR_BUFFER = 64 << 10  # small reads: a damaged block is reported before a later CRC failure
@@ -58,7 +68,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _CHECKSUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
-_PART = re.compile(r"\.part([0-9]+)")
 
 Kind = Literal["split", "single", "dir"]
 
@@ -103,27 +112,10 @@ def normalise_destination(path: Path) -> Path:
     name = path.name
     if name.endswith(".sha256") and not path.is_dir():
         return path.with_name(name.removesuffix(".sha256"))
-    match = _PART.search(name)
-    if match and match.end() == len(name) and not path.is_dir():
-        return path.with_name(name[: match.start()])
+    part = split_part(path)
+    if part is not None and not path.is_dir():
+        return part[0]
     return path
-
-
-def part_path(dest: Path, number: int) -> Path:
-    return dest.with_name(f"{dest.name}.part{number}")
-
-
-def parts_on_disk(dest: Path) -> dict[int, Path]:
-    """``DEST.partN`` files beside ``dest``, by number."""
-    found: dict[int, Path] = {}
-    if not dest.parent.is_dir():
-        return found
-    pattern = re.compile(re.escape(dest.name) + r"\.part(0|[1-9][0-9]*)")
-    for path in dest.parent.iterdir():
-        match = pattern.fullmatch(path.name)
-        if match:
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
 
 
 def read_checksums(path: Path, findings: Findings) -> list[tuple[str, str]] | None:
@@ -149,14 +141,16 @@ def read_checksums(path: Path, findings: Findings) -> list[tuple[str, str]] | No
 
 def locate(dest: Path, checksums: Path | None = None) -> Target:
     """Decide what kind of archive ``dest`` is; raises FileNotFoundError when there is none."""
-    record = checksums or dest.with_name(dest.name + ".sha256")
+    record = checksums or checksum_path(dest)
     if dest.is_dir():
         return Target(dest, "dir", record)
     if parts_on_disk(dest):
         return Target(dest, "split", record)
     if dest.is_file():
         return Target(dest, "single", record)
-    if record.is_file() and any(_PART.search(line) for line in record.read_text().splitlines()):
+    if record.is_file() and any(
+        split_part(line.split()[-1]) for line in record.read_text().splitlines() if line.strip()
+    ):
         return Target(dest, "split", record)  # every part is missing: reported by the checks
     raise FileNotFoundError(
         f"{dest}: no archive here (no file, no {dest.name}.part0, no directory)"
@@ -209,11 +203,11 @@ def plan_stream(
             if name == dest.name:
                 whole = digest
                 continue
-            match = re.fullmatch(re.escape(dest.name) + r"\.part(0|[1-9][0-9]*)", name)
-            if match is None:
+            number = part_number(dest, name)
+            if number is None:
                 findings.error(f"{target.checksums}: line for {name!r}, not a part of {dest.name}")
                 continue
-            listed.append((int(match.group(1)), digest))
+            listed.append((number, digest))
         numbers = [number for number, _ in listed]
         if numbers != list(range(len(numbers))):
             findings.error(
@@ -252,7 +246,7 @@ def plan_stream(
     return StreamPlan(files, expected, whole, not missing and count > 0)
 
 
-class _PartReader(io.RawIOBase):
+class PartReader(io.RawIOBase):
     """The parts as one stream, hashing each part and the whole while they are read.
 
     A background thread reads and hashes the files (hashlib releases the GIL), so checksums
@@ -389,17 +383,17 @@ def take_file(
     parts = name.split("/")
     if name == LIST_NAME:
         contents.saved_list = _read_small(name, stream, size, findings)
-    elif len(parts) == 3 and f"{parts[0]}/{parts[1]}" == SHARE_DIR:
+    elif len(parts) == 3 and f"{parts[0]}/{parts[1]}" == BLOB_DIR:
         if _HEX64.fullmatch(parts[2]):
             _hash_blob(name, parts[2], stream, size, contents, findings)
         else:
             findings.warn(f"{name}: not a sha256 blob name; ignored")
     elif (
-        len(parts) == 2 and _HEX64.fullmatch(parts[0]) and parts[1] in ("index.json", "oci-layout")
+        len(parts) == 2 and _HEX64.fullmatch(parts[0]) and parts[1] in (INDEX_NAME, OCI_LAYOUT_NAME)
     ):
         folder = contents.folders.setdefault(parts[0], Folder())
         data = _read_small(name, stream, size, findings)
-        if parts[1] == "index.json":
+        if parts[1] == INDEX_NAME:
             folder.index = data
         else:
             folder.layout = data
@@ -414,7 +408,7 @@ def take_dir(name: str, contents: Contents) -> None:
         contents.folders.setdefault(first, Folder())
 
 
-def _safe_relative(name: str) -> str | None:
+def relative_to_top(name: str) -> str | None:
     """``name`` under the top directory, relative to it; None when it is outside or unsafe."""
     name = name.rstrip("/")
     if name.startswith("/") or ".." in name.split("/"):
@@ -426,7 +420,7 @@ def _safe_relative(name: str) -> str | None:
     return name[len(TOP_DIR) + 1 :]
 
 
-def _open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
+def open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
     magic = raw.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
         return "gzip", cast(IO[bytes], igzip.IGzipFile(fileobj=raw, mode="rb"))  # type: ignore[no-untyped-call]
@@ -442,22 +436,22 @@ def _open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
 
 def read_tar_stream(
     plan: StreamPlan, contents: Contents, findings: Findings
-) -> tuple[str, _PartReader, bool]:
+) -> tuple[str, PartReader, bool]:
     """Decompress and read the tar in one pass.
 
     Returns the compression, the (drained) part reader and whether the stream was read to its
     end without error.
     """
-    reader = _PartReader(plan.files, hash_whole=len(plan.files) > 1 or bool(plan.whole))
+    reader = PartReader(plan.files, hash_whole=len(plan.files) > 1 or bool(plan.whole))
     raw: io.BufferedReader[Any] = io.BufferedReader(reader, CHUNK)
     compression = "?"
     complete = False
     try:
-        compression, stream = _open_decompressed(raw)
+        compression, stream = open_decompressed(raw)
         seen: set[str] = set()
         with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
             for member in tar:
-                relative = _safe_relative(member.name)
+                relative = relative_to_top(member.name)
                 if relative is None:
                     findings.error(f"{member.name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
                     continue
@@ -637,7 +631,7 @@ def _blob_ok(
     used.add(digest)
     actual = contents.blobs.get(digest)
     if actual is None:
-        findings.error(f"{what} sha256:{digest} is missing from {SHARE_DIR}/")
+        findings.error(f"{what} sha256:{digest} is missing from {BLOB_DIR}/")
         return False
     if actual != size:
         findings.error(f"{what} sha256:{digest}: {actual} bytes, the manifest says {size}")
@@ -656,16 +650,16 @@ def _copied_tag_folder(entry: dict[str, Any], image: dict[str, Any]) -> str:
     return platform.folder(str(entry.get("Source", "")), str(entry.get("Tag", "")))
 
 
-def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
-    """saved-images-list.json against the folders and blobs; returns (images, platforms)."""
+def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int, int]:
+    """saved-images-list.json against the folders and blobs: (images, platforms, artifacts)."""
     if contents.saved_list is None:
         findings.error(f"{LIST_NAME} is missing")
-        return 0, 0
+        return 0, 0, 0
     document = _parse_json(contents.saved_list, LIST_NAME, findings)
     if not isinstance(document, dict):
         if document is not None:
             findings.error(f"{LIST_NAME}: not a JSON object")
-        return 0, 0
+        return 0, 0, 0
     if document.get("Version") != LIST_VERSION:
         findings.error(
             f"{LIST_NAME}: Version is {document.get('Version')!r}; "
@@ -678,7 +672,7 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
     listing = document.get("List")
     if not isinstance(listing, list):
         findings.error(f"{LIST_NAME}: no 'List' array")
-        return 0, 0
+        return 0, 0, 0
     listed: dict[str, str] = {}
     used: set[str] = set()
     platforms = 0
@@ -727,12 +721,55 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int]:
                 continue
             listed[folder] = name
             check_folder(folder, contents, findings, used)
+    artifacts = check_artifacts(document.get("Artifacts", []), contents, findings, listed, used)
     for folder in sorted(set(contents.folders) - set(listed)):
         findings.warn(f"folder {folder} is in the archive but not in {LIST_NAME}")
     unused = set(contents.blobs) - used
     if unused:
-        findings.warn(f"{len(unused)} blob(s) in {SHARE_DIR}/ are referenced by no listed folder")
-    return len(listing), platforms
+        findings.warn(f"{len(unused)} blob(s) in {BLOB_DIR}/ are referenced by no listed folder")
+    return len(listing), platforms, artifacts
+
+
+def check_artifacts(
+    artifacts: Any, contents: Contents, findings: Findings, listed: dict[str, str], used: set[str]
+) -> int:
+    """The ``Artifacts`` of the list (Helm charts, …): each a layout holding its manifest, by
+    the digest it had in the source registry, and every blob that manifest references."""
+    if not isinstance(artifacts, list):
+        findings.error(f"{LIST_NAME}: 'Artifacts' is not an array")
+        return 0
+    for number, entry in enumerate(artifacts):
+        where = f"{LIST_NAME}: Artifacts[{number}]"
+        if not isinstance(entry, dict):
+            findings.error(f"{where}: not an object")
+            continue
+        name = f"{entry.get('Source')}:{entry.get('Tag')}"
+        where += f" ({name})"
+        missing = [key for key in ("Source", "Tag", "Digest", "MediaType") if not entry.get(key)]
+        if missing:
+            findings.error(f"{where}: lacks {', '.join(missing)}")
+        digest = str(entry.get("Digest", ""))
+        if digest and not _DIGEST.fullmatch(digest):
+            findings.error(f"{where}: invalid Digest {digest!r}")
+        folder = entry.get("Folder")
+        if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
+            findings.error(f"{where}: invalid Folder {folder!r}")
+            continue
+        expected = hashlib.sha256(name.encode()).hexdigest()
+        if folder != expected:
+            findings.warn(f"{where}: Folder {folder} is not sha256 of {name} ({expected})")
+        if folder in listed:
+            findings.error(f"{where}: folder {folder} is also listed by {listed[folder]}")
+            continue
+        listed[folder] = name
+        check_folder(folder, contents, findings, used)
+        layout = contents.folders.get(folder)
+        index = _parse_json(layout.index, f"{folder}/index.json", Findings()) if layout else None
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        digests = [m.get("digest") for m in manifests if isinstance(m, dict)] if manifests else []
+        if layout is not None and layout.index is not None and digests != [digest]:
+            findings.error(f"{where}: folder {folder} holds {digests}, not {digest}")
+    return len(artifacts)
 
 
 # --- the whole check ---------------------------------------------------------------------------
@@ -749,6 +786,7 @@ class Result:
     blob_bytes: int = 0
     images: int = 0
     platforms: int = 0
+    artifacts: int = 0
 
 
 def verify(dest: Path, checksums: Path | None = None, require_checksums: bool = True) -> Result:
@@ -814,7 +852,7 @@ def verify(dest: Path, checksums: Path | None = None, require_checksums: bool = 
             )
             result.blobs, result.blob_bytes = len(contents.blobs), contents.blob_bytes
             return result
-    result.images, result.platforms = check_saved_list(contents, findings)
+    result.images, result.platforms, result.artifacts = check_saved_list(contents, findings)
     result.blobs = len(contents.blobs)
     result.blob_bytes = contents.blob_bytes
     return result
@@ -854,7 +892,8 @@ def summary(result: Result) -> str:
         what = ", ".join(pieces) or "not read"
     return (
         f"{target.dest} ({what}): {result.images} images, {result.platforms} platforms, "
-        f"{result.blobs} blobs ({human_size(result.blob_bytes)})"
+        + (f"{result.artifacts} artifacts, " if result.artifacts else "")
+        + f"{result.blobs} blobs ({human_size(result.blob_bytes)})"
     )
 
 

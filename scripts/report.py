@@ -3,21 +3,25 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-from hangar.save.report import human_size, read_statuses, write_report  # noqa: E402
+from hangar.imagelist import load_image_list
+from hangar.save.report import human_size, read_statuses, write_report
 
-statuses = read_statuses(Path(path) for path in snakemake.input.statuses)  # noqa: F821
+params = snakemake.params
+statuses = read_statuses(Path(path) for path in snakemake.input.statuses)
 summary = write_report(
     statuses,
-    Path(snakemake.output.html),  # noqa: F821
-    Path(snakemake.output.csv),  # noqa: F821
-    str(snakemake.params.cache),  # noqa: F821
+    Path(snakemake.output.html),
+    Path(snakemake.output.csv),
+    str(params.cache),
+    invalid=load_image_list(params.image_list, params.source).skipped,
 )
-with open(snakemake.log[0], "w") as log:  # noqa: F821
+with open(snakemake.log[0], "w") as log:
     print(
         f"{summary['images']} image(s): {summary['ok']} saved, {summary['failed']} failed, "
-        f"{summary['skipped']} without a matching platform; {summary['platforms']} platform(s), "
+        f"{summary['skipped']} without a matching platform, {summary['invalid']} invalid line(s) "
+        f"skipped; {summary['platforms']} platform(s), {summary['artifacts']} artifact(s), "
         f"{human_size(summary['bytes'])}, {summary['seconds']:.1f} s of job time, "
         f"{summary['retries']} retries",
         file=log,

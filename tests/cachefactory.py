@@ -2,7 +2,8 @@
 
 Layout (see hangar.save.archive): one OCI layout per saved platform in `<cache>/<folder>/`, every
 blob in `<cache>/share/sha256/`, `saved-images-list.json` naming the folders. Layers are random
-(incompressible, like real gzipped layers); one base layer is shared by every image. Optional
+(incompressible, like real layers): gzip or zstd data wrapping random bytes, or the random bytes as
+they are (`layer_format`); one base layer is shared by every image. Optional
 extras: a folder whose index.json points at an image index, stale folders/blobs not in the list, and
 workflow state under `.hangar/`.
 """
@@ -14,6 +15,10 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+import zstandard
+from isal import igzip
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -53,6 +58,21 @@ def _put_blob(root: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
+LayerFormat = Literal["gzip", "raw", "mixed"]
+
+
+def _layer(rng: random.Random, size: int, layer_format: LayerFormat, number: int) -> bytes:
+    """`size` random bytes, as gzip data (a real layer's format), raw, or (mixed) by turns gzip,
+    raw and zstd."""
+    payload = rng.randbytes(size)
+    kind = ("gzip", "raw", "zstd")[number % 3] if layer_format == "mixed" else layer_format
+    if kind == "gzip":
+        return igzip.compress(payload, 1, mtime=0)
+    if kind == "zstd":
+        return zstandard.ZstdCompressor(level=1).compress(payload)
+    return payload
+
+
 def _descriptor(media_type: str, digest: str, size: int) -> dict[str, object]:
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": size}
 
@@ -78,13 +98,15 @@ def make_cache(
     seed: int = 0,
     nested_index: bool = True,
     stale: bool = True,
+    layer_format: LayerFormat = "mixed",
 ) -> SyntheticCache:
     """Create the cache in `root` (created if missing); returns what the archive must contain."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "share" / "sha256").mkdir(parents=True, exist_ok=True)
     cache = SyntheticCache(root)
-    shared, shared_size = _put_blob(root, rng.randbytes(layer_size))
+    shared, shared_size = _put_blob(root, _layer(rng, layer_size, layer_format, 0))
+    made = 1
     listing: list[dict[str, object]] = []
     for number in range(images):
         source, tag = f"registry.example/library/app{number}", f"v{number}.0"
@@ -93,7 +115,9 @@ def make_cache(
             blobs = [shared]
             descriptors = [_descriptor(LAYER, shared, shared_size)]
             for _ in range(layers):
-                digest, size = _put_blob(root, rng.randbytes(rng.randint(1, layer_size)))
+                payload = _layer(rng, rng.randint(1, layer_size), layer_format, made)
+                made += 1
+                digest, size = _put_blob(root, payload)
                 blobs.append(digest)
                 descriptors.append(_descriptor(LAYER, digest, size))
             config = {"architecture": arch, "os": "linux", "rootfs": {"type": "layers"}}

@@ -1,4 +1,6 @@
 """Bad input stops the run before any download, with one line naming the file and line or the key.
+The list cases run in strict mode (``strict: true``): by default an invalid line is skipped with
+a warning, as hangar does (tests/test_dropin.py).
 
 Each case runs the real workflow in a working directory that already holds the outputs of an
 earlier save (cache, archive, failed list) and checks: a non-zero exit, an error line naming
@@ -289,7 +291,7 @@ CONFIG_CASES = [
 
 
 def config_of(case: Case) -> dict[str, Any]:
-    config = {"file": "images.txt", **case.config}
+    config = {"file": "images.txt", "strict": True, **case.config}
     return {key: value for key, value in config.items() if value is not None}
 
 
@@ -367,7 +369,7 @@ def test_the_list_parser_names_file_and_line(case: Case, tmp_path: Path) -> None
     path = tmp_path / "images.txt"
     path.write_bytes(case.image_list)
     with pytest.raises(ImageListError) as raised:
-        read_image_list(path)
+        read_image_list(path, strict=True)
     assert error_line(str(raised.value).replace(str(tmp_path) + "/", ""), *case.expect)
 
 
@@ -399,7 +401,7 @@ def test_settings_refuse_bad_values_naming_the_key(case: Case, tmp_path: Path) -
 
 def test_a_malformed_line_is_not_cut_in_two_at_a_form_feed() -> None:
     with pytest.raises(ImageListError, match=r"l\.txt:1: whitespace inside"):
-        parse_image_list("reg.io/a:1\freg.io/b:1\n", "l.txt")
+        parse_image_list("reg.io/a:1\freg.io/b:1\n", "l.txt", strict=True)
     assert [str(e.ref) for e in parse_image_list("\ufeffreg.io/a:1\r\n\r\n", "l.txt")] == [
         "reg.io/a:1"
     ]

@@ -19,7 +19,7 @@ import yaml
 from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry, clean_env
 
-from hangar.cli import main as cli
+from hangar.cli import save as cli
 from hangar.cli.progress import (
     LiveDisplay,
     PlainDisplay,
@@ -28,9 +28,11 @@ from hangar.cli.progress import (
     image_line,
     summary_lines,
 )
-from hangar.runlock import hold_run_lock
+from hangar.cli.snakemake import explain_failure
+from hangar.layout import status_dir
+from hangar.runlock import hold_run_lock, run_lock_holder
 from hangar.settings import ConfigError, Settings
-from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 HANGAR = Path(sysconfig.get_path("scripts")) / "hangar"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -80,7 +82,7 @@ def test_defaults_come_from_the_schema() -> None:
     options = cli.parse_save_args(["-f", "list.txt"], environ={})
     assert options.config == {"file": "list.txt"}
     assert (options.jobs, options.debug, options.dry_run) == (cli.DEFAULT_JOBS, False, False)
-    config = cli.complete_config(options.config)
+    config = cli.complete_flags_config(options.config)
     assert config["arch"] == ["amd64", "arm64"]
     assert config["os"] == ["linux", "windows"]
     expected = {
@@ -190,7 +192,7 @@ def test_destination_defaults_and_suffixes(
     flags: list[str], destination: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    config = cli.complete_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
+    config = cli.complete_flags_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
     assert str(Settings.from_config(config).destination) == destination
 
 
@@ -210,7 +212,9 @@ def test_bad_values_are_reported_with_the_flag(
     monkeypatch.chdir(tmp_path)
     write_list(tmp_path, "nginx:1.25", name="l")
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(")):
-        cli.check_config(cli.complete_config(cli.parse_save_args(["-f", "l", *flags], {}).config))
+        cli.check_config(
+            cli.complete_flags_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
+        )
 
 
 def test_failure_explanations_pick_the_cause() -> None:
@@ -223,7 +227,7 @@ def test_failure_explanations_pick_the_cause() -> None:
         "    log: logs/save/none.log (check log file(s) for error details)\n"
         "WorkflowError:\nAt least one job did not complete successfully.\n"
     )
-    assert cli.explain_failure(raised, 1) == (
+    assert explain_failure(raised, 1) == (
         "step save_image failed: writing blob: no space left on device (log: logs/save/none.log)"
     )
     parse_error = (
@@ -231,12 +235,12 @@ def test_failure_explanations_pick_the_cause() -> None:
         "l.txt: cannot read the image list: No such file or directory\n"
         '  File "/w/rules/common.smk", line 18, in <module>\n'
     )
-    assert cli.explain_failure(parse_error, 1) == (
+    assert explain_failure(parse_error, 1) == (
         "l.txt: cannot read the image list: No such file or directory"
     )
     traceback = "Traceback (most recent call last):\n  File x\nFileNotFoundError: [Errno 2] x\n"
-    assert cli.explain_failure(traceback, 1) == "FileNotFoundError: [Errno 2] x"
-    assert cli.explain_failure("", 3) == "Snakemake exited with status 3"
+    assert explain_failure(traceback, 1) == "FileNotFoundError: [Errno 2] x"
+    assert explain_failure("", 3) == "Snakemake exited with status 3"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +288,7 @@ def test_plain_display_writes_one_line_per_image() -> None:
     display.update(Tally(total=2, saved=1, failed=1), "archive", 10)
     assert stream.getvalue().splitlines() == [
         "OK r/a:1 (linux/amd64; 1.5 KiB)",
-        "FAILED r/b:1: manifest unknown",
+        "FAILED r/b:1: not found: no such image or tag in the registry",
         "2/2 images done: archiving out.tar.gz",
     ]
 
@@ -303,7 +307,10 @@ def test_live_display_redraws_one_line() -> None:
     display.image_done(status("r/b:1", "failed", reason="denied"))
     display.close()
     text = stream.getvalue()
-    assert "\r\x1b[KFAILED r/b:1: denied\n\r\x1b[Kimages 4/10" in text
+    denied = (
+        "unauthorized at r: set SOURCE_USERNAME and SOURCE_PASSWORD (or REGISTRY_AUTH_FILE) for it"
+    )
+    assert f"\r\x1b[KFAILED r/b:1: {denied}\n\r\x1b[Kimages 4/10" in text
     assert text.endswith("\r\x1b[K")
 
 
@@ -318,7 +325,8 @@ def test_summary_names_failed_and_skipped_images() -> None:
         "saved 1 of 4 images (1 platforms, 10 B) in 1:15",
         "1 image(s) have no result from this run",
         "1 image(s) failed, listed in failed.txt:",
-        "  r/b:1: denied",
+        "  r/b:1: unauthorized at r: set SOURCE_USERNAME and SOURCE_PASSWORD (or "
+        "REGISTRY_AUTH_FILE) for it",
         "1 image(s) skipped, no platform matches --arch/--os:",
         "  r/c:1: no platform",
     ]
@@ -351,7 +359,8 @@ def test_help_names_every_flag_and_the_jobs_default(workdir: Path) -> None:
         (["save", "-f", "l.txt", "-j", "many"], "invalid int value: 'many'"),
         (["save", "-f", "l.txt", "--tls-verify=maybe"], "expected true or false, got 'maybe'"),
         (["save", "-f", "l.txt", "--bogus"], "unrecognized arguments: --bogus"),
-        (["load"], "unknown command 'load'"),
+        (["load"], "-s/--source is required"),
+        (["mirror"], "unknown command 'mirror'"),
     ],
 )
 def test_bad_command_lines_exit_1_with_one_line(
@@ -376,9 +385,9 @@ def test_missing_skopeo_exits_1_before_anything_runs(workdir: Path, tmp_path: Pa
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
-def test_bad_list_lines_are_reported_before_snakemake_starts(workdir: Path) -> None:
+def test_strict_bad_list_lines_are_reported_before_snakemake_starts(workdir: Path) -> None:
     write_list(workdir, "# list", "nginx:1.25", "Bad/Name:1", "ok:tag with space")
-    done = run_hangar(workdir, "save", "-f", "images.txt")
+    done = run_hangar(workdir, "save", "-f", "images.txt", "--strict")
     assert done.returncode == 1
     errors = error_lines(done.stderr)
     assert len(errors) == 2
@@ -632,7 +641,8 @@ def test_stale_lock_is_cleared_and_a_failed_run_names_its_cause_and_log(
     write_list(workdir, sample_images["library/alpine:3.18"].ref)
     path = f"{fake}:{os.environ['PATH']}"
     # The workflow profile turns Snakemake's own locking off; without it the lock is checked.
-    args = ["save", "-f", "images.txt", "--", "--workflow-profile", "none", "--force-use-threads"]
+    args = ["save", "-f", "images.txt", "--tls-verify=false", "--", "--workflow-profile", "none",
+            "--force-use-threads"]  # fmt: skip
     done = run_hangar(workdir, *args, env={"PATH": path})
     assert done.returncode == 1
     assert "removing a stale Snakemake lock left by a killed run" in done.stderr
@@ -647,13 +657,13 @@ def test_stale_lock_is_cleared_and_a_failed_run_names_its_cause_and_log(
 
 
 def test_run_lock_probe_sees_a_live_holder(tmp_path: Path) -> None:
-    assert cli.run_lock_holder(tmp_path) is None
+    assert run_lock_holder(tmp_path) is None
     handle = hold_run_lock(tmp_path)
     try:
-        assert cli.run_lock_holder(tmp_path) == f"pid {os.getpid()}"
+        assert run_lock_holder(tmp_path) == f"pid {os.getpid()}"
     finally:
         handle.close()
-    assert cli.run_lock_holder(tmp_path) is None
+    assert run_lock_holder(tmp_path) is None
     with (tmp_path / ".hangar" / "run.lock").open() as again:
         fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -666,7 +676,7 @@ def test_hangar_dispatches_the_other_commands(command: str) -> None:
 
 
 def test_a_profile_after_the_separator_keeps_its_own_job_counts() -> None:
-    from hangar.cli.main import snakemake_command
+    from hangar.cli.snakemake import snakemake_command
 
     local = snakemake_command(Path("c.yaml"), 7, [])
     assert local[local.index("--cores") + 1] == "7" and "--jobs" in local

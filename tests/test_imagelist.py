@@ -1,4 +1,5 @@
-"""List parsing and reference normalisation, including v1.6's bugs fixed."""
+"""List parsing and reference normalisation as hangar v1.6 does it (its bugs fixed), invalid
+lines skipped (or refused when strict)."""
 
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 from hangar.imagelist import (
     ImageListError,
     ImageRef,
+    load_image_list,
     parse_image_list,
+    parse_list,
     parse_reference,
     read_image_list,
 )
@@ -45,10 +48,16 @@ def test_fields_of_a_reference() -> None:
 @pytest.mark.parametrize(
     ("line", "source", "expected"),
     [
-        ("nginx:1", "reg.local:5000", "reg.local:5000/nginx:1"),
+        # Docker Hub's library/ first, then the registry replaced (as hangar v1.6)
+        ("nginx:1", "reg.local:5000", "reg.local:5000/library/nginx:1"),
+        ("mirrored-nginx:1.23", "reg:5000", "reg:5000/library/mirrored-nginx:1.23"),
+        ("docker.io/nginx:1", "reg.local", "reg.local/library/nginx:1"),
         ("rancher/x:1", "reg.local", "reg.local/rancher/x:1"),
         ("quay.io/coreos/etcd:1", "reg.local", "reg.local/coreos/etcd:1"),
         ("nginx:1", "docker.io", "docker.io/library/nginx:1"),
+        # a line naming its own registry keeps its path (v1.6 added library/ here: a bug)
+        ("reg.io/pause:3.9", "reg.local:5000", "reg.local:5000/pause:3.9"),
+        ("localhost:5000/img:1", "reg.local", "reg.local/img:1"),
     ],
 )
 def test_source_replaces_or_supplies_the_registry(line: str, source: str, expected: str) -> None:
@@ -101,9 +110,28 @@ def test_crlf_and_bom_are_accepted() -> None:
     assert [e.ref.tag for e in entries] == ["1", "2"]
 
 
-def test_every_bad_line_is_reported_with_file_and_line() -> None:
+def test_invalid_lines_are_skipped_with_hangars_warning_and_where() -> None:
+    read = parse_list("nginx:1\nBad:1\nok:2\nINVALID LINE\n", "images.txt")
+    assert [str(e.ref) for e in read.entries] == [
+        "docker.io/library/nginx:1",
+        "docker.io/library/ok:2",
+    ]
+    assert [(s.number, s.line) for s in read.skipped] == [(2, "Bad:1"), (4, "INVALID LINE")]
+    assert str(read.skipped[1]) == (
+        'ignore line "INVALID LINE" in list file: invalid format '
+        "(images.txt:4: whitespace inside the reference)"
+    )
+
+
+def test_a_list_with_only_invalid_lines_is_an_error() -> None:
+    with pytest.raises(ImageListError, match="images.txt: no valid image") as caught:
+        parse_list("Bad:1\nx y\n", "images.txt")
+    assert "images.txt:1:" in str(caught.value) and "images.txt:2:" in str(caught.value)
+
+
+def test_strict_reports_every_bad_line_with_file_and_line() -> None:
     with pytest.raises(ImageListError) as caught:
-        parse_image_list("nginx:1\nBad:1\nok:2\nx y\n", "images.txt")
+        parse_image_list("nginx:1\nBad:1\nok:2\nx y\n", "images.txt", strict=True)
     message = str(caught.value)
     assert "images.txt:2:" in message and "'Bad:1'" in message
     assert "images.txt:4:" in message and "whitespace" in message
@@ -116,9 +144,14 @@ def test_a_list_without_images_is_an_error(text: str) -> None:
         parse_image_list(text, "l.txt")
 
 
-def test_a_huge_line_is_an_error() -> None:
+def test_a_huge_line_is_skipped_or_refused_when_strict(tmp_path: Path) -> None:
+    path = tmp_path / "l.txt"
+    path.write_text("nginx\n" + "a" * 100_000 + "\n")
+    read = load_image_list(path)
+    assert len(read.entries) == 1 and read.skipped[0].number == 2
+    assert len(read.skipped[0].line) < 100
     with pytest.raises(ImageListError, match="l.txt:2: line longer"):
-        parse_image_list("nginx\n" + "a" * 100_000 + "\n", "l.txt")
+        read_image_list(path, strict=True)
 
 
 def test_non_utf8_names_the_line(tmp_path: Path) -> None:

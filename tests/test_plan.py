@@ -17,11 +17,12 @@ from workflow import run_workflow, write_list
 
 from hangar.imagelist import parse_reference, read_image_list
 from hangar.save import plan as planner
-from hangar.settings import Settings
+from hangar.settings import Settings, complete_config
 from hangar.skopeo import ImageError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 Usage = namedtuple("Usage", "total used free")
 
 
@@ -39,7 +40,7 @@ def layer(name: str, size: int) -> dict[str, Any]:
 
 
 def manifest(arch: str, layers: list[dict[str, Any]]) -> bytes:
-    config = {"mediaType": "c", "digest": digest_of(f"config-{arch}".encode()), "size": 100}
+    config = {"mediaType": OCI_CONFIG, "digest": digest_of(f"config-{arch}".encode()), "size": 100}
     document = {"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": layers}
     return json.dumps(document).encode()
 
@@ -78,7 +79,7 @@ def index_image(source: str, platforms: dict[str, bytes]) -> tuple[bytes, dict[s
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "images.txt").write_text("reg.example/a:1\nreg.example/b:1\nreg.example/c:1\n")
-    config = planner.complete_config(
+    config = complete_config(
         {
             "file": str(tmp_path / "images.txt"),
             "cache": str(tmp_path / "cache"),
@@ -107,7 +108,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSkopeo:
 
     def plan_image(entry: Any, settings: Settings, _credentials: str = "") -> planner.ImagePlan:
         try:
-            return planner.resolve(skopeo, entry.ref, settings.arch, settings.os)  # type: ignore[arg-type]
+            return planner.plan_of(skopeo, entry.ref, settings.arch, settings.os)  # type: ignore[arg-type]
         except ImageError as problem:
             return planner.ImagePlan(reference=str(entry.ref), problem=str(problem))
 
@@ -117,7 +118,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSkopeo:
 
 def test_resolve_reads_manifests_only_and_selects_platforms(fake: FakeSkopeo) -> None:
     ref = parse_reference("reg.example/a:1")
-    image = planner.resolve(fake, ref, ["amd64", "arm64", "ppc64le"], ["linux"])  # type: ignore[arg-type]
+    image = planner.plan_of(fake, ref, ["amd64", "arm64", "ppc64le"], ["linux"])  # type: ignore[arg-type]
     assert [planner.platform_name(p) for p in image.available] == [
         "linux/amd64",
         "linux/arm64",

@@ -22,8 +22,9 @@ from support.registry import Registry
 from workflow import run_workflow, write_list
 
 from hangar.imagelist import parse_reference
+from hangar.layout import status_dir
 from hangar.save import report
-from hangar.status import ImageStatus, SavedPlatform, status_dir, write_atomic
+from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -110,6 +111,8 @@ def test_totals() -> None:
         "ok": 2,
         "failed": 1,
         "skipped": 1,
+        "invalid": 0,
+        "artifacts": 0,
         "platforms": 3,
         "bytes": (5 << 20) + 7000,
         "seconds": pytest.approx(16.1),
@@ -155,7 +158,7 @@ def test_command_reports_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[s
     html, csv = tmp_path / "r.html", tmp_path / "r.csv"
     args = ["--cache", str(cache), "--html", str(html), "--csv", str(csv)]
     assert report.main(args) == 0
-    assert "4 images (2 saved, 1 failed, 1 skipped)" in capsys.readouterr().out
+    assert "4 images (2 saved, 1 failed, 1 skipped, 0 invalid lines)" in capsys.readouterr().out
     assert len(pd.read_csv(csv)) == 4
     assert report.main([*args, "-f", str(tmp_path / "list.txt")]) == 0
     assert pd.read_csv(csv)["image"].tolist() == list(reversed(lines[1:]))  # list order
@@ -268,13 +271,13 @@ def test_table_and_chart_render_in_chromium(written: tuple[Path, Path], tmp_path
     result = json.loads(match.group(1).replace("&amp;", "&").replace("&lt;", "<"))
     assert result["header"] == list(report.TABLE_HEADINGS.values())
     assert [row[2] for row in result["rows"]] == [s.reference for _, s in sample_statuses()]
-    assert all(cells == 9 and height > 10 for cells, height, _ in result["rows"])
+    assert all(cells == 10 and height > 10 for cells, height, _ in result["rows"])
     assert result["table"][0] > 600 and result["table"][1] > 100
     assert result["headerColour"] == "rgb(31, 41, 55)"  # the style sheet applied
     assert result["chartIsSvg"] and result["chart"][0] > 800 and result["chart"][1] > 100
     assert result["bytes"][0] > 200 and 0 < result["bytes"][1] < 5  # 5 MiB vs 7000 bytes
     assert result["seconds"][0] > 200 and result["seconds"][1] > 40
-    assert result["totals"] == ["4", "2", "1", "1", "3", "5.0 MiB", "16.1 s", "4"]
+    assert result["totals"] == ["4", "2", "1", "1", "0", "3", "0", "5.0 MiB", "16.1 s", "4"]
 
 
 @needs_chromium

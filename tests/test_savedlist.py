@@ -16,7 +16,9 @@ from hangar.skopeo import (
     credentials_file,
     last_error_line,
 )
-from hangar.status import ImageStatus, SavedPlatform
+from hangar.status import ImageStatus, SavedArtifact, SavedPlatform
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 AMD64 = SavedPlatform("sha256:1", "amd64", "linux", "f1")
 ARM64 = SavedPlatform("sha256:2", "arm64", "linux", "f2", Variant="v8")
@@ -72,10 +74,45 @@ def test_gather_sorts_images_into_saved_failed_and_skipped() -> None:
         entries[1].ref.image_id: status("failed"),
         entries[2].ref.image_id: status("skipped"),
     }
-    saved, failed, summary = gather(entries, by_id)
-    assert len(saved) == 1
-    assert failed == ["b:1", "docker.io/library/b:1"]
+    gathered = gather(entries, by_id)
+    assert len(gathered.saved) == 1 and gathered.artifacts == []
+    assert gathered.failed_lines == ["b:1", "docker.io/library/b:1"]
+    summary = gathered.summary
     assert (summary.saved_images, summary.failed, summary.skipped) == (1, 1, 1)
+
+
+def test_artifacts_go_under_their_own_key_after_list_never_in_list(tmp_path: Path) -> None:
+    entries = parse_image_list("a:1\nrancher/charts/app:1.0\n", "l")
+    chart = ImageStatus(
+        "docker.io/rancher/charts/app:1.0",
+        "docker.io/rancher/charts/app",
+        "1.0",
+        "ok",
+        artifact=SavedArtifact(
+            "sha256:" + "c" * 64, MANIFEST, "application/vnd.cncf.helm.config.v1+json", "f9", 10
+        ),
+    )
+    by_id = {entries[0].ref.image_id: status("ok", AMD64), entries[1].ref.image_id: chart}
+    gathered = gather(entries, by_id)
+    assert gathered.summary.saved_artifacts == 1 and gathered.summary.saved_images == 1
+    path = tmp_path / "saved-images-list.json"
+    write_saved_list(path, gathered.saved, gathered.artifacts)
+    document = json.loads(path.read_text())
+    assert list(document) == ["List", "Artifacts", "Version", "SavedTime"]
+    assert [entry["Source"] for entry in document["List"]] == ["r/x"]
+    assert document["Artifacts"] == [
+        {
+            "Source": "docker.io/rancher/charts/app",
+            "Tag": "1.0",
+            "Digest": "sha256:" + "c" * 64,
+            "MediaType": MANIFEST,
+            "ArtifactType": "application/vnd.cncf.helm.config.v1+json",
+            "Folder": "f9",
+        }
+    ]
+    assert ImageStatus.from_json(chart.to_json()) == chart
+    assert not write_saved_list(path, gathered.saved, gathered.artifacts)
+    assert write_saved_list(path, gathered.saved, [])
 
 
 def test_status_round_trip() -> None:

@@ -125,7 +125,7 @@ def blob_member(members: Members, kind: str) -> str:
     for info, data in members:
         if "/share/sha256/" in info.name and info.isfile():
             is_json = data.startswith(b"{")
-            if (kind == "manifest" and b'"layers"' in data) or (kind == "layer" and not is_json):
+            if (kind == "manifest" and b'"layers":' in data) or (kind == "layer" and not is_json):
                 return info.name
     raise AssertionError(f"no {kind} blob")
 

@@ -124,11 +124,12 @@ def test_folders_are_named_by_hash_and_hold_valid_oci_images(
             assert list((folder / "blobs").iterdir()) == []
             index = json.loads((folder / "index.json").read_text())
             assert index["schemaVersion"] == 2
-            assert [m["mediaType"] for m in index["manifests"]] == [
-                "application/vnd.oci.image.manifest.v1+json"
+            source = next(m for m in image.manifests if m.digest == saved["Digest"])
+            # the manifest as the registry serves it (Docker v2s2 stays v2s2), with its digest
+            assert [(m["mediaType"], m["digest"]) for m in index["manifests"]] == [
+                (source.media_type, saved["Digest"])
             ]
             manifest = oci_manifest(cache, saved["Folder"])
-            source = next(m for m in image.manifests if m.digest == saved["Digest"])
             assert [layer["digest"] for layer in manifest["layers"]] == list(source.layer_digests)
 
 
@@ -240,12 +241,21 @@ def test_failed_image_is_retried_and_new_lines_only_save_new_images(
     assert alpine_status.stat().st_mtime_ns == saved_at  # not saved twice
 
 
-def test_bad_list_stops_before_any_download(workdir: Path, sample_images: dict) -> None:
+def test_strict_bad_list_stops_before_any_download(workdir: Path, sample_images: dict) -> None:
     write_list(workdir, [sample_images["library/alpine:3.18"].ref, "Bad/Name:1"])
-    done = run_workflow(workdir, {"file": "images.txt"}, check=False)
+    done = run_workflow(workdir, {"file": "images.txt", "strict": True}, check=False)
     assert done.returncode != 0
     assert "images.txt:2: repository names must be lower-case: 'Bad/Name'" in done.stderr
     assert not (workdir / "saved-image-cache" / "share").exists()
+
+
+def test_bad_lines_are_skipped_with_a_warning(workdir: Path, sample_images: dict) -> None:
+    alpine = sample_images["library/alpine:3.18"].ref
+    write_list(workdir, [alpine, "Bad/Name:1"])
+    done = run_workflow(workdir, {"file": "images.txt"})
+    assert 'ignore line "Bad/Name:1" in list file: invalid format (images.txt:2: ' in done.stderr
+    assert list(entries_by_source(workdir / "saved-image-cache")) == [alpine]
+    assert not (workdir / "save-failed.txt").exists()
 
 
 def test_resume_after_sigkill(

@@ -47,12 +47,15 @@ def run_workflow(
     check: bool = True,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run snakemake to completion; with ``check`` a failure shows its whole output."""
+    """Run snakemake to completion; with ``check`` a failure shows its whole output.
+
+    Its stderr is Snakemake's full log, which these tests read (test_terminal_output.py tests the
+    short output a person sees)."""
     done = subprocess.run(
         snakemake_command(workdir, config, *extra),
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "HANGAR_SNAKEMAKE_LOG": "full", **(env or {})},
         timeout=600,
     )
     if check and done.returncode != 0:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
-from hangar.status import ImageStatus, status_dir
+from hangar.imagelist import SkippedLine
+from hangar.layout import part_number, status_dir
+from hangar.reasons import Failure, grouped_lines, plain
+from hangar.status import ImageStatus
 from hangar.units import human_size
 
 POLL_SECONDS = 0.5
@@ -40,16 +43,16 @@ def platform_names(status: ImageStatus) -> list[str]:
 
 
 def saved_bytes(status: ImageStatus) -> int:
-    return sum(p.Size for p in status.saved)
+    return status.saved_bytes
 
 
 def image_line(status: ImageStatus) -> str:
     """The log line of one finished image."""
     if status.state == "failed":
-        return f"FAILED {status.reference}: {status.reason}"
-    if not status.saved:
+        return f"FAILED {status.reference}: {plain(status.reason, status.reference).text}"
+    if not status.is_saved:
         return f"SKIPPED {status.reference}: {status.reason}"
-    platforms = ", ".join(platform_names(status))
+    platforms = ", ".join(platform_names(status)) or f"artifact {status.available[0]}"
     return f"OK {status.reference} ({platforms}; {human_size(saved_bytes(status))})"
 
 
@@ -144,7 +147,7 @@ class StatusWatcher:
             if status.state == "failed":
                 if new or final:
                     tally.failed += 1
-            elif status.saved:
+            elif status.is_saved:
                 tally.saved += 1
                 tally.platforms += len(status.saved)
                 tally.bytes_total += saved_bytes(status)
@@ -168,7 +171,7 @@ def archive_bytes(destination: str | Path, since: float) -> int:
     name = destination.name
     for entry in entries:
         temporary = entry.name.startswith(f".{name}") and ".tmp-" in entry.name
-        part = entry.name.startswith(f"{name}.part") and entry.name[len(name) + 5 :].isdigit()
+        part = part_number(destination, entry.name) is not None
         if not (temporary or part):
             continue
         try:
@@ -255,7 +258,7 @@ class LiveDisplay:
             self.stream.flush()
 
     def image_done(self, status: ImageStatus, job_log: str = "") -> None:
-        if status.state == "failed" or not status.saved:
+        if status.state == "failed" or not status.is_saved:
             self.message(image_line(status))
 
     def render(self, tally: Tally, phase: Phase, archived: int, now: float) -> str:
@@ -291,8 +294,10 @@ def summary_lines(
     seconds: float,
     failed_file: str,
     limit: int = 10,
+    invalid: Sequence[SkippedLine] = (),
 ) -> list[str]:
-    """The end-of-run summary: what was saved, then failures and skipped images by name."""
+    """The end-of-run summary: what was saved, then failures, skipped images and invalid lines
+    by name."""
     lines = []
     earlier = f", {tally.resumed} from an earlier run" if tally.resumed else ""
     lines.append(
@@ -302,15 +307,18 @@ def summary_lines(
     if tally.done < tally.total:
         lines.append(f"{tally.total - tally.done} image(s) have no result from this run")
     failed = [s for s in statuses.values() if s.state == "failed"]
-    skipped = [s for s in statuses.values() if s.state != "failed" and not s.saved]
+    skipped = [s for s in statuses.values() if s.state != "failed" and not s.is_saved]
     if failed:
         lines.append(f"{len(failed)} image(s) failed, listed in {failed_file}:")
-        lines += [f"  {s.reference}: {s.reason}" for s in failed[:limit]]
-        if len(failed) > limit:
-            lines.append(f"  … and {len(failed) - limit} more")
+        lines += grouped_lines([Failure(s.reference, s.reason) for s in failed], limit)
     if skipped:
         lines.append(f"{len(skipped)} image(s) skipped, no platform matches --arch/--os:")
         lines += [f"  {s.reference}: {s.reason}" for s in skipped[:limit]]
         if len(skipped) > limit:
             lines.append(f"  … and {len(skipped) - limit} more")
+    if invalid:
+        lines.append(f"{len(invalid)} invalid line(s) of the list ignored (not saved):")
+        lines += [f"  {line.where}: {line.line}: {line.reason}" for line in invalid[:limit]]
+        if len(invalid) > limit:
+            lines.append(f"  … and {len(invalid) - limit} more")
     return lines

@@ -5,17 +5,13 @@ whose blobs live in the shared `share/sha256/`) and every blob its manifests ref
 
 * gzip / zstd: one streaming pass tar -> compressor -> part writer (hashes computed on the way), top
   directory `saved-image-cache/`, reproducible entries (sorted, uid/gid 0, fixed modes, mtime = the
-  list's SavedTime);
+  list's SavedTime). Blobs that are already gzip or zstd data are passed to the compressor as such
+  (hangar.save.compressor: stored, not re-compressed); the part writer runs in a thread of its own;
 * dir: a copy of the cache root built with hard links beside the destination.
 
 `<dest>.sha256` (sha256sum format) is written last; its presence marks a complete archive.
 
-gzip compressor, chosen by measurement (2 cores, 256 MiB of random data, MB/s of input):
-python-isal igzip_threaded level 1: 1.4-1.5 GB/s (2 threads), 1.1 GB/s (1 thread); level 2: same
-speed; level 0: 0.5 GB/s; level 3: 0.43 GB/s. zlib-ng gzip_ng_threaded level 1: 0.18 GB/s;
-pigz -p2: 0.09 GB/s (-1: 0.1 GB/s). zstandard level 3, 2 threads: 1.2 GB/s; zstd -T0 CLI: 0.9 GB/s.
-End to end (bench/archive_bench.py, 560 MB cache, idle machine): gzip 760 MB/s, zstd 850 MB/s,
-tar | pigz -p2 69 MB/s, tar | zstd -T0 540 MB/s, tar | cat 1.9 GB/s.
+The compressors and their measurements: hangar/save/compressor.py.
 """
 
 from __future__ import annotations
@@ -37,21 +33,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
-import zstandard
-from isal import igzip_threaded
+from hangar.layout import (
+    BLOB_DIR,
+    INDEX_NAME,
+    LIST_NAME,
+    SHARE_DIR,
+    TOP_DIR,
+    blob_path,
+    checksum_path,
+    part_path,
+    parts_on_disk,
+    saved_list_path,
+    state_path,
+)
+from hangar.save.compressor import (
+    GZIP_LEVEL,
+    ZSTD_LEVEL,
+    Pipeline,
+    TarCompressor,
+    is_compressed,
+    open_compressor,
+)
 
 Compress = Literal["gzip", "zstd", "dir"]
 
-TOP_DIR = "saved-image-cache"
-LIST_NAME = "saved-images-list.json"
-SHARE_DIR = "share/sha256"
-STATE_DIR = ".hangar"
 STATE_NAME = "archive-state.json"
 CHUNK = 1 << 20  # read and write unit of the stream
-GZIP_LEVEL = 1  # as fast as level 2 and compresses manifests/configs as well (0.26 on JSON)
-ZSTD_LEVEL = 3
 RECORD_SIZE = 20 * tarfile.BLOCKSIZE  # tar output is padded to a multiple of this
-FORMAT_VERSION = 1  # bump when the archive bytes for the same input change
+FORMAT_VERSION = 2  # bump when the archive bytes for the same input change
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -65,10 +74,6 @@ class ArchiveError(Exception):
 
 class _Writer(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
-
-
-class _Stream(_Writer, Protocol):
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,9 @@ def _saved_time(value: object, path: Path) -> int:
 
 
 def _listed_folders(cache: Path) -> tuple[list[str], int]:
-    """Folders named by saved-images-list.json (first-seen order, no duplicates) and its mtime."""
-    path = cache / LIST_NAME
+    """Folders named by saved-images-list.json, images' then artifacts' (first-seen order, no
+    duplicates), and its SavedTime."""
+    path = saved_list_path(cache)
     data = _read_json(path, "saved images list")
     if not isinstance(data, dict) or not isinstance(data.get("List"), list):
         raise ArchiveError(f"{path}: expected an object with a 'List' array")
@@ -132,6 +138,14 @@ def _listed_folders(cache: Path) -> tuple[list[str], int]:
             if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
                 raise ArchiveError(f"{path}: image {image!r} has an invalid Folder")
             folders[folder] = None
+    artifacts = data.get("Artifacts", [])
+    if not isinstance(artifacts, list):
+        raise ArchiveError(f"{path}: 'Artifacts' is not an array")
+    for artifact in artifacts:  # OCI artifacts: one layout each, blobs in share/ like images'
+        folder = artifact.get("Folder") if isinstance(artifact, dict) else None
+        if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
+            raise ArchiveError(f"{path}: artifact {artifact!r} has an invalid Folder")
+        folders[folder] = None
     return list(folders), _saved_time(data.get("SavedTime"), path)
 
 
@@ -162,7 +176,7 @@ def _references(document: object, where: str) -> tuple[list[str], list[str]]:
 
 def _folder_blobs(cache: Path, folder: str) -> set[str]:
     """Hex digests of every blob reachable from a folder's index.json."""
-    index_path = cache / folder / "index.json"
+    index_path = cache / folder / INDEX_NAME
     pending, _ = _references(_read_json(index_path, f"folder {folder}"), str(index_path))
     blobs: set[str] = set()
     while pending:
@@ -170,7 +184,7 @@ def _folder_blobs(cache: Path, folder: str) -> set[str]:
         if digest in blobs:
             continue
         blobs.add(digest)
-        path = cache / SHARE_DIR / digest
+        path = blob_path(cache, digest)
         where = f"folder {folder}: manifest sha256:{digest}"
         try:
             document = json.loads(path.read_bytes())
@@ -201,8 +215,8 @@ def select(cache: Path) -> Selection:
     """Everything the archive must hold, from saved-images-list.json; nothing else."""
     folders, mtime = _listed_folders(cache)
     entries = [
-        Entry("share", None, 0, ""),
         Entry(SHARE_DIR, None, 0, ""),
+        Entry(BLOB_DIR, None, 0, ""),
         _file_entry(cache, LIST_NAME, "(list)"),
     ]
     blobs: dict[str, str] = {}  # hex -> first folder referencing it
@@ -216,7 +230,7 @@ def select(cache: Path) -> Selection:
         for digest in _folder_blobs(cache, folder):
             blobs.setdefault(digest, folder)
     for digest, folder in blobs.items():
-        entries.append(_file_entry(cache, f"{SHARE_DIR}/{digest}", folder, digest))
+        entries.append(_file_entry(cache, f"{BLOB_DIR}/{digest}", folder, digest))
     entries.sort(key=lambda entry: entry.name.split("/"))
     return Selection(tuple(entries), mtime)
 
@@ -244,9 +258,10 @@ def _tar_header(name: str, size: int, is_dir: bool, mtime: int) -> bytes:
 
 
 class _Coalescer:
-    """Groups small writes (headers, padding, small files) into ~CHUNK-sized writes."""
+    """Groups small writes (headers, padding, small files) into ~CHUNK-sized writes; contents of
+    already-compressed blobs go to the compressor's write_stored."""
 
-    def __init__(self, out: _Writer) -> None:
+    def __init__(self, out: TarCompressor) -> None:
         self.out = out
         self.pending = bytearray()
         self.total = 0
@@ -262,6 +277,11 @@ class _Coalescer:
         else:
             self.pending += data
 
+    def write_stored(self, data: bytes | bytearray | memoryview) -> None:
+        self.total += len(data)
+        self.flush()
+        self.out.write_stored(data)
+
     def flush(self) -> None:
         if self.pending:
             self.out.write(self.pending)
@@ -272,19 +292,22 @@ def _copy_file(entry: Entry, out: _Coalescer, buffer: bytearray) -> None:
     assert entry.source is not None
     view = memoryview(buffer)
     remaining = entry.size
+    write = out.write
     with open(entry.source, "rb", buffering=0) as src:
         while remaining:
             count = src.readinto(view[: min(remaining, CHUNK)])
             if not count:
                 raise ArchiveError(f"{entry.source} shrank while being archived")
-            out.write(view[:count])
+            if remaining == entry.size and is_compressed(view[:count]):
+                write = out.write_stored
+            write(view[:count])
             remaining -= count
     if entry.source.stat().st_size != entry.size:
         raise ArchiveError(f"{entry.source} changed size while being archived")
     out.write(bytes(-entry.size % tarfile.BLOCKSIZE))
 
 
-def write_tar(selection: Selection, out: _Writer) -> int:
+def write_tar(selection: Selection, out: TarCompressor) -> int:
     """Stream the selection as a ustar archive under TOP_DIR/; returns the tar size."""
     sink = _Coalescer(out)
     buffer = bytearray(CHUNK)
@@ -298,21 +321,6 @@ def write_tar(selection: Selection, out: _Writer) -> int:
     sink.write(bytes(-sink.total % RECORD_SIZE))
     sink.flush()
     return sink.total
-
-
-def _open_compressor(compress: Compress, out: _Writer, threads: int) -> _Stream:
-    threads = max(1, threads)  # output is identical for any thread count >= 1
-    if compress == "gzip":
-        stream: _Stream = igzip_threaded.open(  # type: ignore[no-untyped-call]
-            out, "wb", compresslevel=GZIP_LEVEL, threads=threads, block_size=CHUNK
-        )
-        return stream
-    if compress == "zstd":
-        compressor = zstandard.ZstdCompressor(
-            level=ZSTD_LEVEL, threads=threads, write_checksum=True
-        )
-        return compressor.stream_writer(out, closefd=False)  # type: ignore[arg-type]
-    raise ValueError(f"no compressor for {compress!r}")
 
 
 # --- output files ------------------------------------------------------------------------------
@@ -348,7 +356,7 @@ class _PartWriter:
     def _final(self) -> Path:
         if self.part_size is None:
             return self.dest
-        return self.dest.with_name(f"{self.dest.name}.part{len(self.done)}")
+        return part_path(self.dest, len(self.done))
 
     def _open(self) -> BinaryIO:
         path = _temp_name(self._final(), self.token)
@@ -422,14 +430,6 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _own_parts(dest: Path) -> Iterator[tuple[int, Path]]:
-    pattern = re.compile(re.escape(dest.name) + r"\.part([0-9]+)")
-    for path in dest.parent.iterdir():
-        match = pattern.fullmatch(path.name)
-        if match:
-            yield int(match.group(1)), path
-
-
 def _remove_leftovers(dest: Path) -> None:
     """Temp files and directories of an earlier run that was killed."""
     pattern = re.compile(
@@ -450,7 +450,7 @@ def _checksum_lines(rows: list[tuple[str, str]]) -> str:
 @contextlib.contextmanager
 def _locked_state(cache: Path) -> Iterator[dict[str, dict[str, object]]]:
     """The archive state of a cache, read and written back under an exclusive lock."""
-    directory = cache / STATE_DIR
+    directory = state_path(cache)
     directory.mkdir(exist_ok=True)
     path = directory / STATE_NAME
     with open(directory / f"{STATE_NAME}.lock", "a") as lock:
@@ -501,16 +501,18 @@ def _build_tar(
     token: str,
 ) -> tuple[list[Path], int, str, dict[str, int]]:
     """Write the compressed stream, then move it into place; returns checksum text and sizes."""
+    if compress == "dir":
+        raise ValueError("no compressor for 'dir'")
     writer = _PartWriter(dest, part_size, token)
     try:
-        stream = _open_compressor(compress, writer, threads)
+        pipeline = Pipeline(writer) if threads > 1 else None  # the same bytes either way
         try:
+            stream = open_compressor(compress, pipeline or writer)
             write_tar(selection, stream)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                stream.close()
-            raise
-        stream.close()
+            stream.close()
+        finally:
+            if pipeline is not None:
+                pipeline.close()  # waits for the writer thread; raises its error
         written = writer.close()
     except BaseException:
         writer.abort()
@@ -518,14 +520,14 @@ def _build_tar(
     rows = [(w.sha256, w.final.name) for w in written]
     if part_size is not None:
         rows.append((writer.whole.hexdigest(), dest.name))
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     _remove(checksums)
     for item in written:
         item.temp.replace(item.final)
     if part_size is None:
-        stale = [path for _, path in _own_parts(dest)]
+        stale = list(parts_on_disk(dest).values())
     else:
-        stale = [path for number, path in _own_parts(dest) if number >= len(written)]
+        stale = [path for number, path in parts_on_disk(dest).items() if number >= len(written)]
         stale.append(dest)
     for path in stale:
         _remove(path)
@@ -559,7 +561,7 @@ def _build_dir(
             target = temp / entry.name
             if entry.source is None:
                 target.mkdir(mode=0o755)
-            elif entry.name.startswith(SHARE_DIR + "/"):
+            elif entry.name.startswith(BLOB_DIR + "/"):
                 allow_link = _link_or_copy(entry.source, target, allow_link)
             else:  # small metadata files may be rewritten in place in the cache: copy them
                 shutil.copyfile(entry.source, target)
@@ -568,7 +570,7 @@ def _build_dir(
         _remove(temp)
         raise
     files = [e for e in selection.entries if e.source is not None]
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     _remove(checksums)
     old = dest.with_name(f".{dest.name}.old-{token}")
     if dest.exists():
@@ -611,7 +613,7 @@ def build_archive(
     _check_paths(cache, dest, compress)
     selection = select(cache)
     fp = fingerprint(selection, compress, part_size)
-    checksums = dest.with_name(dest.name + ".sha256")
+    checksums = checksum_path(dest)
     base = dest if compress == "dir" else dest.parent
     with _locked_state(cache) as state:
         sizes = _up_to_date_sizes(state.get(str(dest)), fp, checksums, base)

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hangar.status import ImageStatus, status_dir, tmp_dir
+from hangar.layout import INDEX_NAME, blob_path, share_path, status_dir, tmp_dir
+from hangar.status import ImageStatus
 
 Depth = Literal["size", "digest"]
 
@@ -41,12 +42,12 @@ class CheckResult:
 
 def referenced_blobs(layout: Path, share: Path) -> Iterator[tuple[str, int]]:
     """(digest, size) of every blob the layout's index references, manifests included."""
-    index = json.loads((layout / "index.json").read_text())
+    index = json.loads((layout / INDEX_NAME).read_text())
     pending = list(index["manifests"])
     while pending:
         descriptor = pending.pop()
         yield descriptor["digest"], descriptor["size"]
-        document = json.loads((share / "sha256" / descriptor["digest"][7:]).read_bytes())
+        document = json.loads(blob_path(share.parent, descriptor["digest"]).read_bytes())
         if "manifests" in document:
             pending.extend(document["manifests"])
             continue
@@ -105,7 +106,7 @@ def invalidate_stale(
     """Remove the status files of saves that cannot be trusted, so those images are redone."""
     cache = Path(cache)
     directory = status_dir(cache)
-    checker = BlobChecker(cache / "share", depth)
+    checker = BlobChecker(share_path(cache), depth)
     result = CheckResult()
     for image_id in image_ids:
         path = directory / f"{image_id}.json"
@@ -118,7 +119,7 @@ def invalidate_stale(
         trusted = (
             status is not None
             and status.state != "failed"
-            and all(checker.layout_ok(cache / p.Folder) for p in status.saved)
+            and all(checker.layout_ok(cache / folder) for folder in status.folders)
         )
         if not trusted:
             path.unlink(missing_ok=True)

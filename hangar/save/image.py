@@ -1,4 +1,6 @@
 """Save one image: inspect it, select its platforms, copy each into its own OCI layout.
+An OCI artifact (a Helm chart, …) has no platforms: it is copied whole, by digest, into one
+layout named like an image's (sha256 of ``<source>:<tag>``).
 
 The workflow runs ``run_job`` once per image, in a thread of Snakemake's own process (no
 interpreter start per image; on a cluster, in the job's Snakemake). Image-level problems are
@@ -17,35 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.imagelist import ImageRef
-from hangar.platforms import (
-    Platform,
-    index_platforms,
-    is_index,
-    is_schema1,
-    manifest_digest,
-    schema1_platform,
-    select,
-    single_platform,
-)
+from hangar.layout import INDEX_NAME, blob_path, share_path, tmp_dir
+from hangar.platforms import Platform, manifest_digest, select
+from hangar.resolve import Artifact, artifact_folder, resolve
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
-from hangar.status import ImageStatus, SavedPlatform, tmp_dir, write_atomic
-
-
-def list_platforms(skopeo: Skopeo, reference: str) -> list[Platform]:
-    """Every real platform the image offers, with their source manifest digests."""
-    raw = skopeo.inspect_raw(reference)
-    try:
-        manifest = json.loads(raw)
-        if is_index(manifest):
-            return index_platforms(manifest)
-        if is_schema1(manifest):
-            return [schema1_platform(raw)]
-        config = json.loads(skopeo.inspect_raw(reference, config=True))
-        return [single_platform(raw, config)]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ImageError(
-            f"the registry returned a malformed manifest or config ({error!r})"
-        ) from None
+from hangar.status import ImageStatus, SavedArtifact, SavedPlatform, write_atomic
 
 
 def one_per_folder(
@@ -69,7 +47,7 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
     skopeo writes manifests in place (configs and layers go through a temporary file), so
     another job saving the same manifest can leave it briefly truncated: wait for it.
     """
-    path = share / "sha256" / digest.removeprefix("sha256:")
+    path = blob_path(share.parent, digest)
     for _ in range(attempts):
         data = path.read_bytes()
         if manifest_digest(data) == digest:
@@ -79,24 +57,33 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
 
 
 def layout_size(layout: Path, share: Path) -> int:
-    """Bytes of the manifest, config and layers the layout references."""
-    index = json.loads((layout / "index.json").read_text())
+    """Bytes of the manifests, configs and layers the layout references (an index's too)."""
+    pending = list(json.loads((layout / INDEX_NAME).read_text())["manifests"])
     total = 0
-    for descriptor in index["manifests"]:
+    while pending:
+        descriptor = pending.pop()
         total += descriptor["size"]
         manifest = json.loads(read_manifest_blob(share, descriptor["digest"]))
+        if "manifests" in manifest:
+            pending += manifest["manifests"]
+            continue
         total += manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
     return total
 
 
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
     """Copy one platform into ``<cache>/<folder>``, atomically: via a temporary layout."""
-    share = cache / "share"
+    return copy_into(skopeo, f"{source}@{platform.digest}", cache, folder)
+
+
+def copy_into(skopeo: Skopeo, reference: str, cache: Path, folder: str, exact: bool = False) -> int:
+    """Copy ``reference`` into ``<cache>/<folder>``, atomically: via a temporary layout."""
+    share = share_path(cache)
     tmp_dir(cache).mkdir(parents=True, exist_ok=True)
     share.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{folder}.", dir=tmp_dir(cache))) / "layout"
     try:
-        skopeo.copy(f"{source}@{platform.digest}", staging, share)
+        skopeo.copy(reference, staging, share, exact=exact)
         size = layout_size(staging, share)
         final = cache / folder
         if final.exists():
@@ -122,7 +109,12 @@ def save_image(
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
     started = time.monotonic()
     try:
-        available = list_platforms(skopeo, ref.pull_reference)
+        resolved = resolve(skopeo, ref.pull_reference)
+        if resolved.artifact is not None:
+            status.artifact = save_artifact(skopeo, ref, resolved.artifact, cache, log)
+            status.available = [f"artifact {resolved.artifact.artifact_type}"]
+            return _finished(status, skopeo, started)
+        available = resolved.platforms
         chosen = one_per_folder(select(available, arch, os_names), ref.source, ref.tag, log)
         status.available = [str(p) for p in available]
         status.missing = [str(p) for p in available if p not in chosen]
@@ -152,10 +144,35 @@ def save_image(
         status.state = "failed"
         status.reason = str(error)
         status.saved = []
+        status.artifact = None
         log(f"FAILED {reference}: {error}")
+    return _finished(status, skopeo, started)
+
+
+def _finished(status: ImageStatus, skopeo: Skopeo, started: float) -> ImageStatus:
     status.seconds = round(time.monotonic() - started, 3)
     status.retries = skopeo.retries_used
     return status
+
+
+def save_artifact(
+    skopeo: Skopeo, ref: ImageRef, artifact: Artifact, cache: Path, log: Callable[[str], None]
+) -> SavedArtifact:
+    """Copy an artifact whole, by its source digest (arch/os filters do not apply)."""
+    folder = artifact_folder(ref.source, ref.tag)
+    log(f"copying artifact {artifact.artifact_type or artifact.media_type} as {ref} -> {folder}")
+    size = copy_into(skopeo, f"{ref.source}@{artifact.digest}", cache, folder, exact=True)
+    index = json.loads((cache / folder / INDEX_NAME).read_text())
+    copied = [descriptor["digest"] for descriptor in index["manifests"]]
+    if copied != [artifact.digest]:
+        raise ImageError(f"artifact {artifact.digest} was stored as {', '.join(copied)}")
+    return SavedArtifact(
+        Digest=artifact.digest,
+        MediaType=artifact.media_type,
+        ArtifactType=artifact.artifact_type,
+        Folder=folder,
+        Size=size,
+    )
 
 
 @dataclass(frozen=True)
@@ -191,16 +208,10 @@ def run_job(
             print(message, file=log_file, flush=True)
 
         with credentials_file(ref.registry, for_registry=options.credentials_registry) as authfile:
-            skopeo = Skopeo(
-                tls_verify=options.tls_verify,
-                cert_dir=options.cert_dir,
-                authfile=authfile,
-                retry_times=options.retry_times,
-                retry_delay=options.retry_delay,
-                log=log,
-            )
+            skopeo = Skopeo.from_settings(options, authfile, log)
             status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log)
         write_atomic(status_path, status.to_json())
-        saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved) or "nothing"
+        saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved)
+        saved = saved or ("the artifact" if status.artifact else "nothing")
         log(f"{status.state.upper()} {ref}: saved {saved} in {status.seconds:.1f}s")
     return status

@@ -28,21 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 import yaml
 
 from hangar.imagelist import ImageListError, ImageRef, ListEntry, read_image_list
-from hangar.platforms import (
-    Platform,
-    index_platforms,
-    is_index,
-    is_schema1,
-    manifest_digest,
-    schema1_platform,
-    select,
-    single_platform,
-)
-from hangar.settings import SCHEMA_FILE, ConfigError, Settings
+from hangar.layout import INDEX_NAME, blob_path
+from hangar.platforms import Platform, is_index, is_schema1, manifest_digest, select
+from hangar.resolve import Artifact, artifact_folder, resolve
+from hangar.settings import ConfigError, Settings, complete_config
 from hangar.skopeo import (
     ImageError,
     InfrastructureError,
@@ -94,20 +86,29 @@ class ImagePlan:
     missing: list[str] = field(default_factory=list)  # wanted architectures it does not offer
     blobs: list[Blob] = field(default_factory=list)
     problem: str = ""
+    artifact: Artifact | None = None  # an OCI artifact (Helm chart, …): saved whole
     notes: list[str] = field(default_factory=list)
     size: int = 0  # compressed bytes of the selected platforms (each blob once)
     download: int = 0  # of those: not in the cache and not counted for an earlier image
 
     @property
+    def saves(self) -> bool:
+        """The save would copy something of it: platforms, or the artifact."""
+        return bool(self.selected) or self.artifact is not None
+
+    @property
     def state(self) -> State:
         if self.problem:
             return "error"
-        return "save" if self.selected else "no-match"
+        return "save" if self.saves else "no-match"
 
     @property
     def note(self) -> str:
         if self.problem:
             return self.problem
+        if self.artifact is not None:
+            kind = self.artifact.artifact_type or self.artifact.media_type
+            return "; ".join([f"OCI artifact ({kind}): saved whole", *self.notes])
         if not self.selected:
             return "no platform matches arch/os"
         return "; ".join(self.notes)
@@ -184,37 +185,34 @@ def platform_blobs(raw: bytes, folder: str, notes: list[str]) -> list[Blob]:
     return blobs
 
 
-def resolve(
+def plan_of(
     skopeo: Skopeo, ref: ImageRef, arch: Sequence[str], os_names: Sequence[str]
 ) -> ImagePlan:
-    """Read the image's manifests (never its layers) and select its platforms."""
+    """Read the image's manifests (never its layers) and select its platforms, as the save will
+    (same resolver: ``hangar.resolve``)."""
     plan = ImagePlan(reference=str(ref))
-    raw = skopeo.inspect_raw(ref.pull_reference)
-    plan.digest = manifest_digest(raw)
-    try:
-        top = json.loads(raw)
-    except ValueError:
-        raise ImageError("the registry returned a manifest that is not JSON") from None
-    if is_index(top):
-        plan.available = index_platforms(top)
-        plan.selected = select(plan.available, arch, os_names)
-        for platform in plan.selected:
-            folder = platform.folder(ref.source, ref.tag)
+    resolved = resolve(skopeo, ref.pull_reference)
+    plan.digest = resolved.digest
+    if resolved.artifact is not None:
+        plan.artifact = resolved.artifact
+        folder = artifact_folder(ref.source, ref.tag)
+        if resolved.artifact.is_index:
+            plan.blobs = [Blob(resolved.digest, len(resolved.raw), "manifest", folder)]
+            for child in json.loads(resolved.raw).get("manifests", []):
+                raw_child = skopeo.inspect_raw(f"{ref.source}@{child['digest']}")
+                plan.blobs += platform_blobs(raw_child, folder, plan.notes)
+        else:
+            plan.blobs = platform_blobs(resolved.raw, folder, plan.notes)
+        return plan
+    plan.available = resolved.platforms
+    plan.selected = select(plan.available, arch, os_names)
+    for platform in plan.selected:
+        folder = platform.folder(ref.source, ref.tag)
+        if resolved.single or platform.digest == resolved.digest:
+            plan.blobs += platform_blobs(resolved.raw, folder, plan.notes)
+        else:
             raw_platform = skopeo.inspect_raw(f"{ref.source}@{platform.digest}")
             plan.blobs += platform_blobs(raw_platform, folder, plan.notes)
-    elif is_schema1(top):
-        plan.available = [schema1_platform(raw)]
-        plan.selected = select(plan.available, arch, os_names)
-        if plan.selected:
-            folder = plan.selected[0].folder(ref.source, ref.tag)
-            plan.blobs = platform_blobs(raw, folder, plan.notes)
-    else:
-        config = json.loads(skopeo.inspect_raw(ref.pull_reference, config=True))
-        plan.available = [single_platform(raw, config)]
-        plan.selected = select(plan.available, arch, os_names)
-        if plan.selected:
-            folder = plan.selected[0].folder(ref.source, ref.tag)
-            plan.blobs = platform_blobs(raw, folder, plan.notes)
     offered = {platform.architecture for platform in plan.selected}
     plan.missing = [name for name in arch if name not in offered]
     return plan
@@ -225,15 +223,8 @@ def plan_image(entry: ListEntry, settings: Settings, credentials: str = "") -> I
     ref = entry.ref
     try:
         with credentials_file(ref.registry, for_registry=credentials) as authfile:
-            skopeo = Skopeo(
-                tls_verify=settings.tls_verify,
-                cert_dir=settings.cert_dir,
-                authfile=authfile,
-                retry_times=settings.retry_times,
-                retry_delay=settings.retry_delay,
-                log=lambda _text: None,
-            )
-            return resolve(skopeo, ref, settings.arch, settings.os)
+            skopeo = Skopeo.from_settings(settings, authfile, log=lambda _text: None)
+            return plan_of(skopeo, ref, settings.arch, settings.os)
     except (ImageError, OSError, ValueError) as problem:
         return ImagePlan(reference=str(ref), problem=str(problem) or type(problem).__name__)
 
@@ -243,15 +234,16 @@ def plan_image(entry: ListEntry, settings: Settings, credentials: str = "") -> I
 
 def _in_cache(blob: Blob, cache: Path) -> bool:
     """The save will not download this blob: skopeo reuses any blob file already in share/."""
-    path = cache / "share" / "sha256" / blob.digest.removeprefix("sha256:")
+    path = blob_path(cache, blob.digest)
     try:
         if path.stat().st_size == blob.size:
             return True
     except OSError:
         pass
-    # skopeo stores a Docker-format manifest and its config converted to OCI, under other
-    # digests: the platform's folder shows they were saved.
-    return blob.kind != "layer" and (cache / blob.folder / "index.json").is_file()
+    # Caches saved before manifests were kept as served (and hangar v1.6's own) hold a
+    # Docker-format manifest and its config converted to OCI, under other digests: the
+    # platform's folder shows they were saved.
+    return blob.kind != "layer" and (cache / blob.folder / INDEX_NAME).is_file()
 
 
 def _tar_bytes(size: int) -> int:
@@ -292,7 +284,7 @@ def count(plan: Plan) -> None:
                 image.download += blob.size
                 plan.download_bytes += blob.size
     plan.unique_blobs = len(seen)
-    saved = [image for image in plan.images if image.selected and not image.problem]
+    saved = [image for image in plan.images if image.saves and not image.problem]
     tar_total += len(folders) * FOLDER_OVERHEAD + _tar_bytes(400 + 350 * len(folders))
     tar_total += 2 * BLOCK
     tar_total += -tar_total % (20 * BLOCK)
@@ -367,6 +359,22 @@ def write_csv(plan: Plan, path: Path) -> None:
     temp.replace(path)
 
 
+def write_plan(
+    settings: Settings,
+    entries: Sequence[ListEntry],
+    csv_path: str | Path,
+    log_path: str | Path,
+    jobs: int = DEFAULT_JOBS,
+) -> Plan:
+    """The workflow's plan target: the CSV, the table and totals in the log, totals on stderr."""
+    plan = make_plan(settings, entries, jobs)
+    write_csv(plan, Path(csv_path))
+    Path(log_path).write_text("\n".join([*table_lines(plan), "", *summary_lines(plan)]) + "\n")
+    for line in summary_lines(plan):
+        print(line, file=sys.stderr)
+    return plan
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
@@ -388,10 +396,11 @@ def table_lines(plan: Plan) -> list[str]:
                 image.reference,
                 image.digest[:19] or "-",
                 " ".join(platform_name(p) for p in image.available) or "-",
-                " ".join(platform_name(p) for p in image.selected) or "-",
+                " ".join(platform_name(p) for p in image.selected)
+                or ("artifact" if image.artifact else "-"),
                 (" ".join(image.missing) if not image.problem else "") or "-",
-                human_size(image.size) if image.selected else "-",
-                human_size(image.download) if image.selected else "-",
+                human_size(image.size) if image.saves else "-",
+                human_size(image.download) if image.saves else "-",
                 image.note,
             )
         )
@@ -405,9 +414,11 @@ def summary_lines(plan: Plan) -> list[str]:
     errors = sum(1 for i in images if i.state == "error")
     no_match = sum(1 for i in images if i.state == "no-match")
     platforms = sum(len(i.selected) for i in saved)
+    artifacts = sum(1 for i in saved if i.artifact is not None)
     lines = [
-        f"images: {len(images)} in the list, {len(saved)} to save ({platforms} platforms), "
-        f"{errors} cannot be read, {no_match} without a platform matching "
+        f"images: {len(images)} in the list, {len(saved)} to save ({platforms} platforms"
+        + (f", {artifacts} artifacts" if artifacts else "")
+        + f"), {errors} cannot be read, {no_match} without a platform matching "
         f"arch {','.join(settings.arch)} and os {','.join(settings.os)}",
         f"blobs: {plan.unique_blobs} distinct, {human_size(plan.unique_bytes)}; "
         f"{human_size(plan.cached_bytes)} already in {settings.cache}; "
@@ -437,27 +448,6 @@ def summary_lines(plan: Plan) -> list[str]:
 
 
 # --- command line -----------------------------------------------------------------------------
-
-
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(SCHEMA_FILE.read_text())
-    return loaded
-
-
-def complete_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with the workflow schema's defaults, validated as the workflow validates it."""
-    spec = schema()
-    full = {
-        key: value["default"] for key, value in spec["properties"].items() if "default" in value
-    }
-    full.update(config)
-    problems = [
-        f"{'.'.join(str(p) for p in problem.absolute_path) or 'config'}: {problem.message}"
-        for problem in jsonschema.Draft202012Validator(spec).iter_errors(full)
-    ]
-    if problems:
-        raise ConfigError("\n".join(sorted(problems)))
-    return full
 
 
 def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:

@@ -23,14 +23,16 @@ from typing import Any
 
 import pandas as pd
 
-from hangar.imagelist import ImageListError, read_image_list
-from hangar.status import ImageStatus, status_dir, write_atomic
+from hangar.imagelist import ImageListError, SkippedLine, load_image_list
+from hangar.layout import TOP_DIR, status_dir
+from hangar.status import ImageStatus, write_atomic
 from hangar.units import human_size
 
 CHART_MAX_ROWS = 60
 COLUMNS = (
     "image",
     "state",
+    "kind",
     "platforms_saved",
     "platforms_available",
     "platforms_not_selected",
@@ -43,6 +45,7 @@ COLUMNS = (
 TABLE_HEADINGS = {
     "image": "Image",
     "state": "State",
+    "kind": "Kind",
     "platforms_saved": "Saved platforms",
     "platforms_available": "Available",
     "platforms_not_selected": "Not selected",
@@ -74,24 +77,44 @@ def _listed(text: str) -> str:
     return text.replace(" (", ":").rstrip(")")
 
 
-def frame(statuses: Sequence[tuple[str, ImageStatus]]) -> pd.DataFrame:
-    """One row per image, in the order given: ``(image id, status)`` pairs."""
+def frame(
+    statuses: Sequence[tuple[str, ImageStatus]], invalid: Sequence[SkippedLine] = ()
+) -> pd.DataFrame:
+    """One row per image, in the order given: ``(image id, status)`` pairs; then one per
+    invalid line of the list (state ``invalid``, kind ``line``), which was not saved."""
     rows: list[dict[str, Any]] = []
     for image_id, status in statuses:
         rows.append(
             {
                 "image": status.reference,
                 "state": status.state,
+                "kind": status.kind,
                 "platforms_saved": " ".join(
                     _platform(p.OS, p.Arch, p.Variant, p.OsVersion) for p in status.saved
                 ),
                 "platforms_available": " ".join(_listed(p) for p in status.available),
                 "platforms_not_selected": " ".join(_listed(p) for p in status.missing),
-                "bytes": sum(p.Size for p in status.saved),
+                "bytes": status.saved_bytes,
                 "seconds": round(float(status.seconds), 3),
                 "retries": int(status.retries),
                 "reason": status.reason,
                 "image_id": image_id,
+            }
+        )
+    for line in invalid:
+        rows.append(
+            {
+                "image": line.line,
+                "state": "invalid",
+                "kind": "line",
+                "platforms_saved": "",
+                "platforms_available": "",
+                "platforms_not_selected": "",
+                "bytes": 0,
+                "seconds": 0.0,
+                "retries": 0,
+                "reason": f"{line.where}: {line.reason} (invalid format: line ignored)",
+                "image_id": "",
             }
         )
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -102,10 +125,12 @@ def totals(table: pd.DataFrame) -> dict[str, Any]:
     states = table["state"].value_counts()
     platforms = table["platforms_saved"].map(lambda text: len(text.split()) if text else 0)
     return {
-        "images": len(table),
+        "images": int((table["kind"] != "line").sum()),
         "ok": int(states.get("ok", 0)),
         "failed": int(states.get("failed", 0)),
         "skipped": int(states.get("skipped", 0)),
+        "invalid": int(states.get("invalid", 0)),
+        "artifacts": int(((table["kind"] == "artifact") & (table["state"] == "ok")).sum()),
         "platforms": int(platforms.sum()),
         "bytes": int(table["bytes"].sum()),
         "seconds": float(table["seconds"].sum()),
@@ -205,6 +230,7 @@ span.num { display: block; text-align: right; white-space: nowrap; }
 .state-ok { color: #15803d; font-weight: bold; }
 .state-failed { color: #dc2626; font-weight: bold; }
 .state-skipped { color: #a16207; font-weight: bold; }
+.state-invalid { color: #a16207; font-weight: bold; }
 .note { color: #4b5563; font-size: 12px; }
 """
 
@@ -261,7 +287,9 @@ def render_html(table: pd.DataFrame, title: str, generated: str, source: str) ->
         _total_box(str(summary["ok"]), "saved"),
         _total_box(str(summary["failed"]), "failed", "failed" if summary["failed"] else ""),
         _total_box(str(summary["skipped"]), "no matching platform"),
+        _total_box(str(summary["invalid"]), "invalid lines skipped"),
         _total_box(str(summary["platforms"]), "platforms saved"),
+        _total_box(str(summary["artifacts"]), "artifacts saved"),
         _total_box(human_size(summary["bytes"]), "saved (compressed)"),
         _total_box(human_duration(summary["seconds"]), "job time (sum)"),
         _total_box(str(summary["retries"]), "retries"),
@@ -305,24 +333,27 @@ def write_report(
     csv_path: Path,
     source: str,
     title: str = "Image save report",
+    invalid: Sequence[SkippedLine] = (),
 ) -> dict[str, Any]:
     """Write the page and the CSV; returns the totals."""
-    table = frame(statuses)
+    table = frame(statuses, invalid)
     generated = datetime.now().astimezone().replace(microsecond=0).isoformat()
     write_atomic(csv_path, table.to_csv(index=False))
     write_atomic(html_path, render_html(table, title, generated, source))
     return totals(table)
 
 
-def status_files(cache: Path, image_list: Path | None, source: str = "") -> list[Path]:
-    """The status files to report: those of the list (in list order), or all of the cache."""
+def status_files(
+    cache: Path, image_list: Path | None, source: str = ""
+) -> tuple[list[Path], list[SkippedLine]]:
+    """The status files to report: those of the list (in list order), or all of the cache;
+    and the list's invalid lines."""
     directory = status_dir(cache)
     if image_list is None:
-        return sorted(directory.glob("*.json"))
-    paths = [
-        directory / f"{entry.ref.image_id}.json" for entry in read_image_list(image_list, source)
-    ]
-    return [path for path in paths if path.is_file()]
+        return sorted(directory.glob("*.json")), []
+    read = load_image_list(image_list, source)
+    paths = [directory / f"{entry.ref.image_id}.json" for entry in read.entries]
+    return [path for path in paths if path.is_file()], read.skipped
 
 
 def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
@@ -331,7 +362,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         description="Write save-report.html (self-contained: table, chart, totals) and "
         "save-report.csv from the image statuses of a cache.",
     )
-    parser.add_argument("--cache", type=Path, default=Path("saved-image-cache"))
+    parser.add_argument("--cache", type=Path, default=Path(TOP_DIR))
     parser.add_argument(
         "-f", "--file", type=Path, help="report only this list's images, in its order"
     )
@@ -344,7 +375,7 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def main(argv: Iterable[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        paths = status_files(args.cache, args.file, args.source)
+        paths, invalid = status_files(args.cache, args.file, args.source)
         statuses = read_statuses(paths)
     except (ImageListError, OSError, ValueError, TypeError) as problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -352,10 +383,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not statuses:
         print(f"error: no image status in {status_dir(args.cache)}", file=sys.stderr)
         return 1
-    summary = write_report(statuses, args.html, args.csv, str(args.cache))
+    summary = write_report(statuses, args.html, args.csv, str(args.cache), invalid=invalid)
     print(
         f"{args.html}, {args.csv}: {summary['images']} images ({summary['ok']} saved, "
-        f"{summary['failed']} failed, {summary['skipped']} skipped), "
+        f"{summary['failed']} failed, {summary['skipped']} skipped, "
+        f"{summary['invalid']} invalid lines), "
         f"{human_size(summary['bytes'])}"
     )
     return 0

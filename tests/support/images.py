@@ -566,3 +566,48 @@ def push_catalogue(
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip((e.name for e in entries), pool.map(push, entries), strict=True))
+
+
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
+
+def push_helm_chart(host: str, repo: str, version: str) -> str:
+    """A Helm chart stored as an OCI artifact (as `helm push` stores it) at
+    `docker://host/repo:version`; returns its manifest digest."""
+    with tempfile.TemporaryDirectory(prefix="helm-chart-") as tmp:
+        layout = OciLayout(Path(tmp))
+        name = repo.rsplit("/", 1)[-1]
+        config = layout.add_json(
+            {"apiVersion": "v2", "name": name, "version": version}, HELM_CONFIG
+        )
+        chart = io.BytesIO()
+        data = f"apiVersion: v2\nname: {name}\nversion: {version}\n".encode()
+        info = tarfile.TarInfo(f"{name}/Chart.yaml")
+        info.size = len(data)
+        with (
+            gzip.GzipFile(fileobj=chart, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w") as tar,
+        ):
+            tar.addfile(info, io.BytesIO(data))
+        layer = layout.add_blob(chart.getvalue(), HELM_CHART)
+        manifest = layout.add_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config.as_json(),
+                "layers": [layer.as_json()],
+            },
+            OCI_MANIFEST,
+        )
+        layout.tag(manifest, version)
+        args = ["skopeo", "--insecure-policy", "copy", "--preserve-digests", "--quiet"]
+        args += [
+            "--dest-tls-verify=false",
+            f"oci:{tmp}:{version}",
+            f"docker://{host}/{repo}:{version}",
+        ]
+        result = subprocess.run(args, capture_output=True, text=True, env=clean_env())
+        if result.returncode != 0:
+            raise RuntimeError(f"pushing chart {host}/{repo}:{version}: {result.stderr.strip()}")
+    return manifest.digest

@@ -1,4 +1,7 @@
-# Stage 1: one job per image copies its selected platforms into the shared cache.
+# Stage 1: one job per image copies its selected platforms into the shared cache; then the
+# saved list and the failed list are written from the jobs' statuses.
+from hangar.save.image import run_job
+from hangar.save.savedlist import run_job as write_saved_lists
 
 
 # A `run:` job runs in Snakemake's own process (no interpreter start per image), so it uses
@@ -37,8 +40,6 @@ rule saved_list:
         "logs/saved_list.log",
     localrule: True
     params:
-        image_list=SETTINGS.file,
-        source=SETTINGS.source,
         failed=SETTINGS.failed,
     run:
-        write_saved_lists(params, input, output.saved_list, log[0])
+        write_saved_lists(IMAGE_LIST, input, output.saved_list, params.failed, log[0])

@@ -1,17 +1,6 @@
 # After the save: the report of what was saved (always); on demand, a check of the archive
 # (`snakemake verify`) and a plan of a save made before downloading (`snakemake save-plan.csv`).
-import shlex
-import sys
-
-VERIFY_COMMAND = shlex.join(
-    [
-        "env",
-        f"PYTHONPATH={workflow.basedir}",
-        sys.executable,
-        "-m",
-        "hangar.verify",
-    ]
-)
+from hangar.save.plan import write_plan
 
 
 rule report:
@@ -25,11 +14,13 @@ rule report:
         "logs/report.log",
     localrule: True
     conda:
-        "../envs/hangar-save.yaml"
+        "../../envs/hangar-save.yaml"
     params:
         cache=CACHE,
+        image_list=SETTINGS.file,
+        source=SETTINGS.source,
     script:
-        "../scripts/report.py"
+        "../../scripts/report.py"
 
 
 rule verify:
@@ -41,13 +32,11 @@ rule verify:
         "logs/verify.log",
     localrule: True
     conda:
-        "../envs/hangar-save.yaml"
+        "../../envs/hangar-save.yaml"
     params:
-        command=VERIFY_COMMAND,
         destination=SETTINGS.destination,
-    shell:
-        "{params.command} {params.destination:q} > {log:q} 2>&1"
-        " && tail -n 1 {log:q} > {output:q}"
+    script:
+        "../../scripts/verify.py"
 
 
 rule plan:
@@ -59,11 +48,12 @@ rule plan:
         "logs/plan.log",
     localrule: True
     conda:
-        "../envs/hangar-save.yaml"
+        "../../envs/hangar-save.yaml"
     threads: 4
     params:
-        arch=",".join(SETTINGS.arch),
-        os=",".join(SETTINGS.os),
+        # what the plan depends on besides the list: a change re-plans
+        arch=SETTINGS.arch,
+        os=SETTINGS.os,
         source=SETTINGS.source,
-    script:
-        "../scripts/plan.py"
+    run:
+        write_plan(SETTINGS, ENTRIES, output[0], log[0], threads)

@@ -9,7 +9,7 @@ rule archive:
     log:
         "logs/archive.log",
     conda:
-        "../envs/hangar-save.yaml"
+        "../../envs/hangar-save.yaml"
     threads: 8  # scaled down to --cores locally; profiles/slurm sets it for clusters
     params:
         cache=CACHE,
@@ -17,4 +17,4 @@ rule archive:
         compress=SETTINGS.compress,
         part_size=SETTINGS.part_size,
     script:
-        "../scripts/archive.py"
+        "../../scripts/archive.py"

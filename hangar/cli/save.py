@@ -1,0 +1,493 @@
+"""``hangar save``: the flags of hangar v1.6 save, turned into a workflow config and run.
+
+The config file (``<cache>/.hangar/cli-config.yaml``) holds no credentials: SOURCE_USERNAME,
+SOURCE_PASSWORD and REGISTRY_AUTH_FILE stay in the environment, where the save jobs read them.
+Progress is read from the status files the image jobs write (see ``hangar.cli.progress``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hangar.save.plan as plan_module
+from hangar.cli.flags import (
+    _GO_FALSE,
+    _GO_TRUE,
+    EXIT_FAILED,
+    EXIT_OK,
+    MAX_JOBS,
+    MIN_JOBS,
+    PROGRAM,
+    HelpFormatter,
+    Parser,
+    UsageError,
+    add_bool_flag,
+    clamp_jobs,
+    default_help,
+    error,
+    go_bool,
+    normalise_argv,
+    say,
+    split_list,
+    warn,
+)
+from hangar.cli.progress import (
+    Display,
+    LiveDisplay,
+    Phase,
+    PlainDisplay,
+    StatusWatcher,
+    archive_bytes,
+    summary_lines,
+)
+from hangar.cli.snakemake import (
+    LOG_NAME,
+    explain_failure,
+    run_snakemake,
+    snakemake_command,
+    write_config_file,
+)
+from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
+from hangar.layout import part_path, state_path
+from hangar.runlock import run_lock_holder
+from hangar.settings import ConfigError, Settings, complete_config
+from hangar.units import human_size
+
+CONFIG_NAME = "cli-config.yaml"
+JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
+DEFAULT_JOBS = 4
+# Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
+BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run", "--strict")
+# Flags taking a comma-separated list; repeating the flag adds to the list.
+# Flags taking a comma-separated list; repeating the flag adds to the list.
+LIST_FLAGS = ("-a", "--arch", "--os")
+# Config keys -> the flags that set them, for error messages.
+# Config keys -> the flags that set them, for error messages.
+FLAG_OF_KEY = {
+    "file": "-f/--file",
+    "source": "-s/--source",
+    "arch": "-a/--arch",
+    "os": "--os",
+    "no_arch_os_fail": "--no-arch-os-fail",
+    "strict": "--strict",
+    "failed": "-o/--failed",
+    "tls_verify": "--tls-verify",
+    "cert_dir": "--cert-dir",
+    "retry_times": "--retry-times",
+    "retry_delay": "--retry-delay",
+    "cache": "--cache",
+    "destination": "-d/--destination",
+    "compress": "-c/--compress",
+    "part": "--part",
+    "part_size": "--part-size",
+}
+
+
+DESCRIPTION = """\
+Save the images of an image list (rancher-images.txt format: one NAME[:TAG] per line) into an
+archive that `hangar load` v1.6 reads. Takes the flags of `hangar save` v1.6 and runs this
+project's Snakemake workflow; re-running the same command resumes an interrupted or partly
+failed save (saved images are kept in the cache)."""
+
+EPILOG = f"""\
+boolean flags take Go-style values: --tls-verify=false, --part=true; a bare flag means true.
+Comma lists tolerate spaces: -a "amd64, arm64".
+
+environment:
+  SOURCE_REGISTRY      registry used as -s/--source when the flag is absent
+  SOURCE_USERNAME      with SOURCE_PASSWORD: credentials for the source registry
+  SOURCE_PASSWORD      (read by the save jobs; never written to a file or a log)
+  REGISTRY_AUTH_FILE   skopeo auth file used when SOURCE_USERNAME/SOURCE_PASSWORD are unset
+
+Snakemake options after `--` are passed on unchanged, e.g. to run on a cluster:
+  {PROGRAM} save -f list.txt -- --profile <checkout>/profiles/slurm (a copy you edited)
+
+exit status: 0 when at least one image was saved (failed images are listed in the failed file
+and summarised at the end); 1 when nothing was saved, on bad flags or when skopeo is missing;
+130/143 when interrupted (run the same command again to resume)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROGRAM} save",
+        usage=f"{PROGRAM} save -f FILE [-d DESTINATION] [flags] [-- SNAKEMAKE_OPTIONS]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+        add_help=False,
+    )
+    flags = parser.add_argument_group("hangar v1.6 flags")
+    flags.add_argument(
+        "-f", "--file", metavar="FILE", help="image list file (the format should be NAME[:TAG])"
+    )
+    flags.add_argument(
+        "-d",
+        "--destination",
+        metavar="DEST",
+        help="file name of the archive; without a '.' the format's suffix is appended "
+        "(default saved-images.tar.gz, .tar.zstd, or saved-images for -c dir)",
+    )
+    flags.add_argument(
+        "-s",
+        "--source",
+        metavar="REGISTRY",
+        help="override the source registry named in the image list (default $SOURCE_REGISTRY)",
+    )
+    flags.add_argument(
+        "-a",
+        "--arch",
+        action="append",
+        metavar="LIST",
+        help="architectures to save" + default_help("arch"),
+    )
+    flags.add_argument(
+        "--os",
+        action="append",
+        metavar="LIST",
+        help="operating systems to save" + default_help("os"),
+    )
+    add_bool_flag(
+        flags,
+        "--no-arch-os-fail",
+        "count an image as failed when no platform matches --arch/--os (default false)",
+    )
+    flags.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help=f"images copied in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS}; hangar's "
+        "default is 1, but copies wait on the network, and a few at once are much faster "
+        "without tripping registry rate limits)",
+    )
+    flags.add_argument(
+        "--part", nargs="?", const=True, type=go_bool, help="split the archive into parts"
+    )
+    flags.add_argument(
+        "--part-size",
+        metavar="SIZE",
+        help="size of each part: bytes, or a number with K, M or G" + default_help("part_size"),
+    )
+    flags.add_argument(
+        "-o",
+        "--failed",
+        "--output",
+        dest="failed",
+        metavar="FILE",
+        help="file listing the images that could not be saved" + default_help("failed"),
+    )
+    flags.add_argument(
+        "-c",
+        "--compress",
+        choices=("gzip", "zstd", "dir"),
+        metavar="FORMAT",
+        help="archive format: gzip, zstd, or dir (a plain directory)" + default_help("compress"),
+    )
+    add_bool_flag(flags, "--tls-verify", "require HTTPS and verify certificates (default true)")
+    add_bool_flag(flags, "--debug", "show Snakemake's output and the skopeo commands of each image")
+    flags.add_argument("-h", "--help", action="help", help="show this help and exit")
+    extra = parser.add_argument_group("additions")
+    add_bool_flag(
+        extra,
+        "--dry-run",
+        "copy nothing: show the platforms each image would save and which it lacks",
+    )
+    add_bool_flag(
+        extra,
+        "--strict",
+        "refuse a list with invalid lines, before any download (default: skip each with "
+        "a warning, as hangar does)",
+    )
+    extra.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="cache folder kept between runs, to resume" + default_help("cache"),
+    )
+    extra.add_argument(
+        "--retry-times",
+        type=int,
+        metavar="N",
+        help="retries of a registry request after a transient error" + default_help("retry_times"),
+    )
+    extra.add_argument(
+        "--retry-delay",
+        type=float,
+        metavar="SECONDS",
+        help="wait before the first retry, doubled at each further one"
+        + default_help("retry_delay"),
+    )
+    extra.add_argument(
+        "--cert-dir",
+        metavar="DIR",
+        help="directory of extra CA certificates (*.crt) trusted for the source registry",
+    )
+    return parser
+
+
+@dataclass
+class SaveOptions:
+    """The parsed command line: the workflow config plus what only this command uses."""
+
+    config: dict[str, Any]
+    jobs: int
+    debug: bool
+    dry_run: bool
+    snakemake_args: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> SaveOptions:
+    """Parse ``hangar save`` arguments (those after ``--`` go to Snakemake unchanged)."""
+    env = os.environ if environ is None else environ
+    words = list(argv)
+    snakemake_args: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, snakemake_args = words[:cut], words[cut + 1 :]
+    try:
+        args = build_parser().parse_args(normalise_argv(words, BOOL_FLAGS, LIST_FLAGS))
+    except UsageError as problem:
+        if "unrecognized arguments" in str(problem) and any(
+            word.lower() in _GO_TRUE | _GO_FALSE for word in words
+        ):
+            raise UsageError(
+                f"{problem}: a boolean flag takes its value after '=', as in --tls-verify=false"
+            ) from None
+        raise
+    if not args.file:
+        raise UsageError("-f/--file is required: the image list to save")
+    config: dict[str, Any] = {"file": args.file}
+    source = args.source if args.source is not None else env.get("SOURCE_REGISTRY", "")
+    if source:
+        config["source"] = source.strip()
+    for key in ("arch", "os"):
+        values = getattr(args, key)
+        if values is not None:
+            config[key] = split_list(values)
+    plain = {
+        "destination": args.destination,
+        "failed": args.failed,
+        "compress": args.compress,
+        "part_size": args.part_size,
+        "cache": args.cache,
+        "cert_dir": args.cert_dir,
+        "retry_times": args.retry_times,
+        "retry_delay": args.retry_delay,
+        "no_arch_os_fail": args.no_arch_os_fail,
+        "strict": args.strict,
+        "tls_verify": args.tls_verify,
+        "part": args.part,
+    }
+    config.update({key: value for key, value in plain.items() if value is not None})
+    jobs, jobs_warning = clamp_jobs(args.jobs, DEFAULT_JOBS)
+    return SaveOptions(
+        config=config,
+        jobs=jobs,
+        debug=bool(args.debug),
+        dry_run=bool(args.dry_run),
+        snakemake_args=snakemake_args,
+        warnings=[jobs_warning] if jobs_warning else [],
+    )
+
+
+def _flag_message(key: str, message: str) -> str:
+    return f"{FLAG_OF_KEY.get(key, key)}: {message}"
+
+
+def complete_flags_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with the schema's defaults, validated as the workflow will; errors name the
+    flag."""
+    try:
+        return complete_config(config)
+    except ConfigError as problem:
+        lines = []
+        for line in str(problem).splitlines():
+            key, _, message = line.partition(": ")
+            lines.append(_flag_message(key.split(".")[0], message))
+        raise ConfigError("\n".join(lines)) from None
+
+
+def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry], list[SkippedLine]]:
+    """Everything the workflow would reject, checked before it starts: one line per problem.
+
+    Returns the settings, the list's images and its invalid lines (skipped unless strict)."""
+    try:
+        settings = Settings.from_config(config)
+    except ConfigError as problem:
+        key, _, message = str(problem).partition(": ")
+        text = _flag_message(key, message) if key in FLAG_OF_KEY else str(problem)
+        raise ConfigError(text) from None
+    if settings.cert_dir and not Path(settings.cert_dir).is_dir():
+        raise ConfigError(_flag_message("cert_dir", f"{settings.cert_dir} is not a directory"))
+    image_list = load_image_list(settings.file, settings.source, settings.strict)
+    return settings, image_list.entries, image_list.skipped
+
+
+def credential_warnings(environ: Mapping[str, str]) -> list[str]:
+    user, password = environ.get("SOURCE_USERNAME", ""), environ.get("SOURCE_PASSWORD", "")
+    if bool(user) != bool(password):
+        given, missing = ("SOURCE_USERNAME", "SOURCE_PASSWORD")
+        if password:
+            given, missing = missing, given
+        return [f"{given} is set but {missing} is not: no credentials are used"]
+    return []
+
+
+def dry_run(settings: Settings, entries: Sequence[ListEntry], jobs: int) -> int:
+    """``hangar plan``'s table and totals (manifests only: nothing is copied)."""
+    plan = plan_module.make_plan(settings, entries, jobs)
+    for line in plan_module.table_lines(plan):
+        say(line.rstrip(), sys.stdout)
+    for line in plan_module.summary_lines(plan):
+        say(line)
+    if not any(image.state == "save" for image in plan.images):
+        error("no image would be saved")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+@dataclass
+class RunContext:
+    options: SaveOptions
+    settings: Settings
+    entries: list[ListEntry]
+    config_path: Path
+    log_path: Path
+    invalid: list[SkippedLine] = field(default_factory=list)
+
+
+def _job_log(image_id: str) -> str:
+    try:
+        return (JOB_LOG_DIR / f"{image_id}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def archive_description(settings: Settings) -> str:
+    destination = settings.destination
+    if settings.compress == "dir":
+        return f"archive: directory {destination}"
+    if settings.part_size is None:
+        size = destination.stat().st_size if destination.exists() else 0
+        return f"archive: {destination} ({human_size(size)}), checksum in {destination}.sha256"
+    parts: list[Path] = []
+    while (part := part_path(destination, len(parts))).exists():
+        parts.append(part)
+    size = sum(part.stat().st_size for part in parts)
+    return (
+        f"archive: {destination}.part0 … .part{max(len(parts) - 1, 0)} ({len(parts)} parts, "
+        f"{human_size(size)}), checksums in {destination}.sha256"
+    )
+
+
+def run_workflow(context: RunContext) -> int:
+    options, settings = context.options, context.settings
+    ids = [entry.ref.image_id for entry in context.entries]
+    watcher = StatusWatcher(settings.cache, ids)
+    started_wall, started = time.time(), time.monotonic()
+    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not options.debug
+    display: Display = (
+        LiveDisplay(sys.stderr, str(settings.destination), started)
+        if live
+        else PlainDisplay(sys.stderr, str(settings.destination), show_job_logs=options.debug)
+    )
+
+    def tick() -> None:
+        for image_id, status in watcher.poll():
+            display.image_done(status, _job_log(image_id) if options.debug else "")
+        tally = watcher.tally()
+        phase: Phase = "archive" if tally.done == tally.total else "save"
+        archived = archive_bytes(settings.destination, started_wall) if phase == "archive" else 0
+        display.update(tally, phase, archived)
+
+    command = snakemake_command(context.config_path, options.jobs, options.snakemake_args)
+    if options.debug:
+        display.message(f"running: {shlex.join(command)}")
+    outcome = run_snakemake(
+        command, context.log_path, settings.cache, options.debug, tick, display.message
+    )
+    tick()
+    display.close()
+    return report(context, watcher, outcome.returncode, outcome.signals, time.monotonic() - started)
+
+
+def report(
+    context: RunContext,
+    watcher: StatusWatcher,
+    returncode: int,
+    signals: Sequence[int],
+    seconds: float,
+) -> int:
+    settings = context.settings
+    tally = watcher.tally(final=True)
+    statuses = watcher.statuses()
+    lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
+    for line in lines:
+        say(line)
+    if signals:
+        error(
+            "interrupted: run the same command again to resume "
+            f"({tally.saved} image(s) are saved in {settings.cache})"
+        )
+        return 128 + signals[0]
+    log_text = context.log_path.read_text(errors="replace") if returncode != 0 else ""
+    if tally.saved == 0 and (returncode == 0 or "nothing was saved" in log_text):
+        error(f"no image was saved (see {settings.failed} and the reasons above)")
+        return EXIT_FAILED
+    if returncode != 0:
+        error(explain_failure(log_text, returncode))
+        error(f"the save did not finish; Snakemake's log: {context.log_path}")
+        return EXIT_FAILED
+    say(archive_description(settings))
+    return EXIT_OK
+
+
+def save_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    try:
+        options = parse_save_args(argv, env)
+    except SystemExit as done:  # --help
+        return int(done.code or 0)
+    except UsageError as problem:
+        error(f"{problem} (see '{PROGRAM} save --help')")
+        return EXIT_FAILED
+    for text in options.warnings + credential_warnings(env):
+        warn(text)
+    if shutil.which("skopeo") is None:
+        error("skopeo not found on PATH: install it (apt-get install skopeo)")
+        return EXIT_FAILED
+    try:
+        config = complete_flags_config(options.config)
+        settings, entries, invalid = check_config(config)
+    except (ConfigError, ImageListError) as problem:
+        error(str(problem))
+        return EXIT_FAILED
+    for line in invalid:
+        warn(str(line))
+    if options.dry_run:
+        if options.snakemake_args:
+            warn("--dry-run ignores the Snakemake options after '--'")
+        return dry_run(settings, entries, options.jobs)
+    holder = run_lock_holder(settings.cache)
+    if holder is not None:
+        error(f"{settings.cache} is in use by a running save ({holder}); wait for it to finish")
+        return EXIT_FAILED
+    state = state_path(settings.cache)
+    config_path = (state / CONFIG_NAME).absolute()
+    try:
+        write_config_file(config_path, config, "save")
+    except OSError as problem:
+        error(f"cannot write {config_path}: {problem.strerror}")
+        return EXIT_FAILED
+    context = RunContext(options, settings, entries, config_path, state / LOG_NAME, invalid)
+    return run_workflow(context)

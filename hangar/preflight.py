@@ -1,0 +1,149 @@
+"""Checks made before any download, so that a mistake costs one line, not a run.
+
+* arch/os values against Go's GOARCH/GOOS names (the names image indexes use), with "did you
+  mean": ``-a amd46`` is refused before the list is inspected;
+* one ``/v2/`` probe per distinct registry still to be read: unreachable is one line and the
+  run stops; a registry speaking plain HTTP while TLS is verified gets the ``--tls-verify=false``
+  hint. Any HTTP answer (200, 401) counts as reachable: credentials are checked by the copy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import http.client
+import socket
+import ssl
+from collections.abc import Iterable
+
+GOARCH = (
+    "386",
+    "amd64",
+    "arm",
+    "arm64",
+    "loong64",
+    "mips",
+    "mips64",
+    "mips64le",
+    "mipsle",
+    "ppc64",
+    "ppc64le",
+    "riscv64",
+    "s390x",
+    "wasm",
+    "sparc64",
+    "ppc",
+    "riscv",
+)
+GOOS = (
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+)
+PROBE_SECONDS = 5.0
+# Docker Hub's name in a reference and the host that serves its API.
+_API_HOST = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
+
+
+class PreflightError(Exception):
+    """What is wrong, one line per problem."""
+
+
+def name_problems(key: str, values: Iterable[str], known: Iterable[str]) -> list[str]:
+    known = list(known)
+    problems = []
+    for value in values:
+        if value in known:
+            continue
+        guess = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {guess[0]}?" if guess else f" (known: {', '.join(known)})"
+        problems.append(f"{key}: {value!r} is not a known {key} name{hint}")
+    return problems
+
+
+def platform_problems(arch: Iterable[str], os_names: Iterable[str]) -> list[str]:
+    return name_problems("arch", arch, GOARCH) + name_problems("os", os_names, GOOS)
+
+
+def _host_port(registry: str) -> tuple[str, int | None]:
+    host = _API_HOST.get(registry, registry)
+    if host.startswith("[") or host.count(":") != 1:
+        return host, None
+    name, _, port = host.partition(":")
+    return name, int(port) if port.isdigit() else None
+
+
+def probe(registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS) -> str:
+    """ "" when ``registry`` answers on /v2/, else the problem in plain words."""
+    host, port = _host_port(registry)
+    try:
+        socket.create_connection((host, port or 443), timeout=timeout).close()
+    except OSError as error:
+        cause = "timed out" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        return f"registry {registry} unreachable ({cause})"
+    context = ssl.create_default_context() if tls_verify else ssl._create_unverified_context()
+    https = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    try:
+        https.request("GET", "/v2/")
+        https.getresponse().read()
+        return ""
+    except ssl.SSLCertVerificationError:
+        return (
+            f"TLS certificate of registry {registry} not trusted: add its CA with --cert-dir "
+            "(config: cert_dir), or use --tls-verify=false"
+        )
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException) as https_error:
+        if _answers_http(host, port or 80, timeout):
+            if tls_verify:
+                return (
+                    f"registry {registry} speaks plain HTTP: use --tls-verify=false "
+                    "(config: tls_verify: false)"
+                )
+            return ""
+        return f"registry {registry} does not answer HTTPS on /v2/ ({https_error})"
+    except OSError as error:
+        return f"registry {registry} unreachable ({error.strerror or error})"
+    finally:
+        https.close()
+
+
+def _answers_http(host: str, port: int, timeout: float) -> bool:
+    plain = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        plain.request("GET", "/v2/")
+        plain.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        plain.close()
+
+
+def registry_problems(registries: Iterable[str], tls_verify: bool) -> list[str]:
+    problems = []
+    for registry in sorted(set(registries)):
+        if problem := probe(registry, tls_verify):
+            problems.append(problem)
+    return problems
+
+
+def check(
+    arch: Iterable[str], os_names: Iterable[str], registries: Iterable[str], tls_verify: bool
+) -> None:
+    """Raise PreflightError naming every problem found (names first: they need no network)."""
+    problems = platform_problems(arch, os_names)
+    if not problems:
+        problems = registry_problems(registries, tls_verify)
+    if problems:
+        raise PreflightError("\n".join(f"preflight: {problem}" for problem in problems))

@@ -1,0 +1,45 @@
+# Parsing, ids and input functions shared by the save rules: definitions only, no side effects.
+# Runs in every process that parses the workflow, cluster jobs included: keep it cheap.
+from hangar.imagelist import ImageListError, load_image_list
+from hangar.layout import checksum_path, saved_list_path, status_dir
+from hangar.save.image import JobOptions
+from hangar.settings import ConfigError, Settings
+from hangar.skopeo import credentials_registry
+
+try:
+    SETTINGS = Settings.from_config(config)
+    IMAGE_LIST = load_image_list(SETTINGS.file, SETTINGS.source, SETTINGS.strict)
+except (ConfigError, ImageListError) as error:
+    raise WorkflowError(f"{error}") from None
+
+ENTRIES = IMAGE_LIST.entries
+
+IMAGES = {entry.ref.image_id: entry.ref for entry in ENTRIES}
+CACHE = SETTINGS.cache
+STATUS_DIR = status_dir(CACHE)
+SAVED_LIST = saved_list_path(CACHE)
+ARCHIVE_RECORD = checksum_path(SETTINGS.destination)
+
+# How image jobs reach the registry. Not params: changing these must not re-save anything.
+JOB_OPTIONS = JobOptions(
+    cache=CACHE,
+    credentials_registry=credentials_registry(
+        SETTINGS.source, (ref.registry for ref in IMAGES.values())
+    ),
+    tls_verify=SETTINGS.tls_verify,
+    cert_dir=SETTINGS.cert_dir,
+    retry_times=SETTINGS.retry_times,
+    retry_delay=SETTINGS.retry_delay,
+)
+
+
+wildcard_constraints:
+    image=r"[A-Za-z0-9._-]+",
+
+
+def image_reference(wildcards):
+    return str(IMAGES[wildcards.image])
+
+
+def all_statuses(wildcards):
+    return [STATUS_DIR / f"{image_id}.json" for image_id in IMAGES]
