@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# A single-node Slurm cluster on this machine, to try the cluster profiles without a cluster.
+# A single-node Slurm cluster on this machine (its CPUs), to try the cluster profiles without one.
 # As root, on Debian:
 #   bash dev/slurm.sh start        # installs slurm-wlm and munge if missing; starts munged,
 #                                  # slurmctld and slurmd; prints the variables to export
 #   eval "$(bash dev/slurm.sh env)"
 #   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account \
-#       --set-resources archive:cpus_per_task=2 archive:mem_mb=2000 --configfile my.yaml
+#       --configfile my.yaml       # the shipped profile as it is: its jobs fit this node
 #   bash dev/slurm.sh status       # sinfo and squeue
 #   bash dev/slurm.sh stop
 # Keys, configuration, state and logs live in $HANGAR_SLURM_DIR (default /tmp/hangar-slurm);

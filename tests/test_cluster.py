@@ -22,7 +22,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,13 @@ from workflow import REPO, SNAKEFILE, run_workflow, saved_list, write_list
 pytestmark = pytest.mark.slow
 
 CONFIG = {"file": "images.txt", "tls_verify": False, "retry_delay": 0.1}
-GROUP_SIZE = 3  # 9 images: 3 group jobs
 CACHE = "saved-image-cache"
 ARCHIVE = "saved-images.tar.gz"
 RUN_TIMEOUT_S = 300
+# Pending reasons of a job that waits its turn; any other one fails the test at once.
+WAITING_ITS_TURN = {"None", "Resources", "Priority", "BeginTime", "Dependency"}
+# What a user of a cluster without accounting adds to the shipped Slurm profile (README).
+NO_ACCOUNTING = ("--slurm-status-command", "squeue", "--slurm-no-account")
 
 # A stand-in batch system for the generic cluster executor: each job script runs detached on
 # this machine, its pid is the job id, its exit status lands in jobs/<pid>.exit.
@@ -111,30 +115,96 @@ def edited_profile(name: str, target: Path, **edits: Any) -> Path:
 
 
 def run_with_profile(
-    workdir: Path, lines: list[str], profile: Path, env: dict[str, str] | None = None
+    workdir: Path,
+    lines: list[str],
+    profile: Path,
+    *options: str,
+    env: dict[str, str] | None = None,
+    stuck: Callable[[], str | None] | None = None,
 ) -> tuple[int, str]:
     """Run the save with ``--profile`` (and no --cores/--jobs: the profile sets them).
 
-    Returns the pid of the main snakemake process and its output; fails with the output.
+    ``stuck``, polled while the run goes on, names a job that will never start: the run is
+    stopped and the test fails at once. Returns the pid of the main snakemake process and its
+    output; fails with the output.
     """
     write_list(workdir, lines)
     config_file = workdir / "test-config.yaml"
     config_file.write_text(yaml.safe_dump(CONFIG))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
-    command += ["--directory", str(workdir), "--profile", str(profile)]
+    command += ["--directory", str(workdir), "--profile", str(profile), *options]
     command += ["--configfile", str(config_file)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    try:
-        output, _ = process.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        output, _ = process.communicate()
-        raise AssertionError(f"snakemake did not finish:\n{output[-6000:]}") from None
+    log = workdir / "snakemake-output.txt"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        problem = None
+        while process.poll() is None and problem is None:
+            if time.monotonic() > deadline:
+                problem = f"snakemake did not finish in {RUN_TIMEOUT_S}s"
+            elif stuck is not None:
+                problem = stuck()
+            time.sleep(1)
+        if problem is not None:
+            process.terminate()
+            process.wait(timeout=60)
+    output = log.read_text()
+    if problem is not None:
+        raise AssertionError(f"{problem}\n{output[-6000:]}")
     if process.returncode != 0:
         raise AssertionError(f"snakemake failed ({process.returncode}):\n{output[-6000:]}")
     return process.pid, output
+
+
+def pending_for_good(slurm: SlurmCluster) -> Callable[[], str | None]:
+    """A job pending for a reason other than waiting its turn never runs (PartitionConfig:
+    it asks more than a node has; ReqNodeNotAvail, AssocMaxJobsLimit, …)."""
+
+    def check() -> str | None:
+        done = slurm.client("squeue", "--noheader", "--states=PENDING", "--format=%i %r")
+        for line in done.stdout.splitlines():
+            job_id, reason = line.split(maxsplit=1)
+            if reason not in WAITING_ITS_TURN:
+                job = slurm.client("scontrol", "show", "job", job_id).stdout
+                return f"Slurm job {job_id} pends for good ({reason}):\n{job}"
+        return None
+
+    return check
+
+
+def profile_settings(name: str) -> dict[str, Any]:
+    settings: dict[str, Any] = yaml.safe_load(
+        (REPO / "profiles" / name / "config.yaml").read_text()
+    )
+    return settings
+
+
+def documented_requests(name: str, images: int) -> dict[str, dict[str, str]]:
+    """What the profile says each job asks for, as `scontrol show job` prints it."""
+    settings = profile_settings(name)
+    image, archive = settings["set-resources"]["save_image"], settings["set-resources"]["archive"]
+    assert settings["cores"] == 1  # one image per layer: the group's width is one image
+    per_group = min(images, settings["group-components"]["images"])
+    return {
+        "rule_images_save_image": {
+            "NumCPUs": "1",
+            "MinMemoryNode": f"{image['mem_mb']}M",
+            "TimeLimit": slurm_minutes(image["runtime"] * per_group),
+        },
+        "rule_archive": {
+            "NumCPUs": str(archive["cpus_per_task"]),
+            "MinMemoryNode": f"{archive['mem_mb']}M",
+            "TimeLimit": slurm_minutes(archive["runtime"]),
+        },
+    }
+
+
+def slurm_minutes(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
+def asked(job: dict[str, str]) -> dict[str, str]:
+    return {key: job[key] for key in ("NumCPUs", "MinMemoryNode", "TimeLimit")}
 
 
 def sha256(path: Path) -> str:
@@ -221,25 +291,19 @@ def test_save_through_slurm_equals_a_local_save(
     image_lines: list[str],
     tmp_path: Path,
 ) -> None:
+    """The shipped profile as it is (its group size, its requests) on a node of this machine."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    profile = edited_profile(
-        "slurm",
-        tmp_path,
-        # This cluster has no accounting database, no accounts, and 2 CPUs or so per node.
-        slurm_status_command="squeue",
-        slurm_no_account=True,
-        set_resources={
-            "save_image": {"mem_mb": 1000, "runtime": 15},
-            "archive": {"cpus_per_task": min(8, slurm.cpus), "mem_mb": 2000, "runtime": 60},
-        },
-        set_threads={"archive": min(8, slurm.cpus)},
-        # Quick turns for a test: small groups, early status checks, logs kept to look at.
-        group_components={"images": GROUP_SIZE},
-        slurm_init_seconds_before_status_checks=1,
-        slurm_keep_successful_logs=True,
+    profile = REPO / "profiles" / "slurm"
+    pid, output = run_with_profile(
+        workdir,
+        image_lines,
+        profile,
+        *NO_ACCOUNTING,
+        "--slurm-keep-successful-logs",  # to look at
+        env=slurm.environ(),
+        stuck=pending_for_good(slurm),
     )
-    pid, output = run_with_profile(workdir, image_lines, profile, env=slurm.environ())
 
     # The jobs went through Slurm: the log names their Slurm ids, the controller knows them
     # as this run's finished jobs, run in this working directory.
@@ -248,6 +312,7 @@ def test_save_through_slurm_equals_a_local_save(
     assert run_id, log[-3000:]
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     history = slurm.history()
+    requests = documented_requests("slurm", len(image_lines))
     comments = []
     for job_id in job_ids:
         job = slurm.job(job_id)
@@ -256,14 +321,14 @@ def test_save_through_slurm_equals_a_local_save(
         assert job["JobName"] == run_id[1]
         assert Path(job["WorkDir"]) == workdir
         assert history[job_id]["JobState"] == "COMPLETED"
+        # What sbatch asked for is what the profile documents.
+        assert asked(job) == requests[job["Comment"]], job
         comments.append(job["Comment"])
         kept = list((workdir / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log"))
         assert len(kept) == 1, f"no Slurm log of job {job_id}"
         assert f"Host: {slurm.node}" in kept[0].read_text()
-    # 9 images in groups of 3: 3 submissions, then the archive (the lists are local rules).
-    images = len(image_lines)
-    groups = -(-images // GROUP_SIZE)
-    assert sorted(comments) == ["rule_archive"] + ["rule_images_save_image"] * groups
+    # 9 images, one group job; then the archive (the lists and the report are local rules).
+    assert sorted(comments) == ["rule_archive", "rule_images_save_image"]
     assert slurm.queued() == []
     # Only the main process holds the run lock; the jobs (which re-parse the workflow in
     # other processes while it is held) neither take it nor fail for it.
@@ -281,30 +346,33 @@ def test_cluster_generic_profile_submits_with_sbatch(
 ) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
-    profile = edited_profile(
-        "cluster-generic",
-        tmp_path,
-        set_resources={
-            "save_image": {"mem_mb": 1000, "runtime": 15},
-            "archive": {"cpus_per_task": min(8, slurm.cpus), "mem_mb": 2000, "runtime": 60},
-        },
-        set_threads={"archive": min(8, slurm.cpus)},
-        group_components={"images": GROUP_SIZE},
-        seconds_between_status_checks=1,
+    profile = REPO / "profiles" / "cluster-generic"
+    run_with_profile(
+        workdir,
+        image_lines,
+        profile,
+        "--seconds-between-status-checks",
+        "1",
+        env=slurm.environ(),
+        stuck=pending_for_good(slurm),
     )
-    run_with_profile(workdir, image_lines, profile, env=slurm.environ())
 
     job_ids = re.findall(r"with external jobid '(\d+)'", main_log(workdir))
-    groups = -(-len(image_lines) // GROUP_SIZE)
-    assert len(job_ids) == groups + 1
-    names = []
+    assert len(job_ids) == 2  # one group job, the archive
+    requests = documented_requests("cluster-generic", len(image_lines))
+    names = {
+        "hangar-save-group-images": "rule_images_save_image",
+        "hangar-save-archive": "rule_archive",
+    }
+    seen = []
     for job_id in job_ids:
-        job = slurm.history()[job_id]
-        assert job["JobState"] == "COMPLETED", job
+        job = slurm.job(job_id)
+        assert slurm.history()[job_id]["JobState"] == "COMPLETED", job
         assert Path(job["WorkDir"]) == workdir
-        names.append(job["Name"])
+        assert asked(job) == requests[names[job["JobName"]]], job
+        seen.append(job["JobName"])
         assert (workdir / "logs" / "cluster" / f"{job_id}.log").is_file()
-    assert sorted(names) == ["hangar-save-archive"] + ["hangar-save-group-images"] * groups
+    assert sorted(seen) == sorted(names)
 
     assert_same_save(local_save, workdir, tmp_path)
 
@@ -325,7 +393,7 @@ def test_cluster_generic_with_a_stand_in_batch_system(
         cluster_generic_submit_cmd="local-submit.sh",
         cluster_generic_status_cmd="local-status.sh",
         cluster_generic_cancel_cmd="kill",
-        group_components={"images": GROUP_SIZE},
+        group_components={"images": 4},  # 9 images: 3 batch jobs
         seconds_between_status_checks=1,
     )
     for name, text in (("local-submit.sh", LOCAL_SUBMIT), ("local-status.sh", LOCAL_STATUS)):
@@ -335,8 +403,7 @@ def test_cluster_generic_with_a_stand_in_batch_system(
 
     # Each batch job ran the workflow in a process of its own, with its own log.
     job_ids = re.findall(r"with external jobid '(\d+)'", main_log(workdir))
-    groups = -(-len(image_lines) // GROUP_SIZE)
-    assert len(job_ids) == groups + 1
+    assert len(job_ids) == 3 + 1
     spool = profile / "jobs"
     for job_id in job_ids:
         assert (spool / f"{job_id}.exit").read_text().strip() == "0"
@@ -344,3 +411,32 @@ def test_cluster_generic_with_a_stand_in_batch_system(
     assert run_lock_holder(workdir) == f"pid {pid}"
 
     assert_same_save(local_save, workdir, tmp_path)
+
+
+# -- Kubernetes: as far as a machine without a Kubernetes cluster allows ---------------------
+
+
+def test_kubernetes_profile_plans_the_save(image_lines: list[str], tmp_path: Path) -> None:
+    """The profile loads with its plugins and plans the save with the cache at its own path."""
+    for plugin in ("snakemake_executor_plugin_kubernetes", "snakemake_storage_plugin_fs"):
+        if importlib.util.find_spec(plugin) is None:
+            pytest.skip(f"{plugin} is not installed (pip install '.[kubernetes]')")
+    volume = tmp_path / "data"  # stands for the claim's mount point
+    write_list(tmp_path, image_lines)
+    config_file = tmp_path / "k8s-config.yaml"
+    settings = {"cache": f"{volume}/{CACHE}", "destination": f"{volume}/{ARCHIVE}"}
+    config_file.write_text(yaml.safe_dump({**CONFIG, **settings}))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "-n"]
+    command += ["--directory", str(tmp_path), "--profile", str(REPO / "profiles" / "kubernetes")]
+    command += ["--configfile", str(config_file)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert re.search(r"save_image\s+9\b", output), output[-3000:]
+    assert "Group job images" in output
+    # Statuses and the archive record stay at their paths on the volume (prefix /).
+    outputs = re.findall(r"output: (\S+)", output)
+    statuses = [path for path in outputs if "/.hangar/status/" in path]
+    assert len(statuses) == len(image_lines)
+    assert all(path.startswith(f"{volume}/{CACHE}/.hangar/status/") for path in statuses)
+    assert f"{volume}/{ARCHIVE}.sha256" in outputs
