@@ -143,9 +143,7 @@ def _answers_http(host: str, port: int, timeout: float) -> bool:
         plain.close()
 
 
-def registry_problems(
-    registries: Iterable[str], tls_verify: bool, cert_dir: str = ""
-) -> list[str]:
+def registry_problems(registries: Iterable[str], tls_verify: bool, cert_dir: str = "") -> list[str]:
     problems = []
     for registry in sorted(set(registries)):
         if problem := probe(registry, tls_verify, cert_dir=cert_dir):

@@ -708,7 +708,10 @@ def test_a_registry_that_never_answers_fails_its_image_within_the_timeout(
         hung = f"{silent.host}/rancher/hangs:1"
         write_list(workdir, [hung, f"{registry.host}/{steady.repo}:1"])
         started = time.monotonic()
-        run_workflow(workdir, {"file": "images.txt", "timeout": "1s", "retry_times": 1})
+        # without the preflight, whose own probe would stop the run first: the copy's bound
+        # is under test here
+        config = {"file": "images.txt", "timeout": "1s", "retry_times": 1, "preflight": False}
+        run_workflow(workdir, config)
         took = time.monotonic() - started
         assert silent.accepted >= 2, "skopeo never reached the silent server"
         assert not skopeo_pids(silent.host), "a skopeo outlived the run"
@@ -728,7 +731,8 @@ def test_a_hung_save_stops_on_sigterm_and_its_skopeo_dies_with_snakemake(
 ) -> None:
     with SilentServer() as silent:
         write_list(workdir, [f"{silent.host}/rancher/hangs:1"])
-        process = run_in_background(workdir, {"file": "images.txt", "timeout": "10m"})
+        config = {"file": "images.txt", "timeout": "10m", "preflight": False}
+        process = run_in_background(workdir, config)
         assert wait_for(lambda: bool(skopeo_pids(silent.host)), process, 60), process.stderr
         time.sleep(1)  # well inside the copy: skopeo is waiting on the silent server
         # only Snakemake's own pid, as timeout(1), docker stop and a killed parent do
