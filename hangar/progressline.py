@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
 
-from hangar.cli.progress import Tally, human_duration, image_line
+from hangar.cli.progress import Tally, human_duration, image_line, tally_parts
 from hangar.settings import Settings
 from hangar.status import ImageStatus
 from hangar.units import human_size
@@ -47,14 +47,7 @@ class Rate:
 
 
 def progress_text(tally: Tally, copied: Bytes, rate: float, elapsed: float) -> str:
-    parts = [f"images {tally.done}/{tally.total}"]
-    if tally.failed:
-        parts.append(f"{tally.failed} failed")
-    if tally.skipped:
-        parts.append(f"{tally.skipped} skipped")
-    if tally.resumed:
-        parts.append(f"{tally.resumed} from an earlier run")
-    text = ", ".join(parts)
+    text = ", ".join(tally_parts(tally))
     if copied.total:
         text += f" · {human_size(copied.done)} of {human_size(copied.total)}"
     else:

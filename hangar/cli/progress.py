@@ -78,6 +78,18 @@ class Tally:
 _FileKey = tuple[int, int]  # (inode, mtime in ns): changes whenever a status is rewritten
 
 
+def tally_parts(tally: Tally) -> list[str]:
+    """``images 3/9``, then the failed, skipped and resumed counts that are not zero."""
+    parts = [f"images {tally.done}/{tally.total}"]
+    if tally.failed:
+        parts.append(f"{tally.failed} failed")
+    if tally.skipped:
+        parts.append(f"{tally.skipped} skipped")
+    if tally.resumed:
+        parts.append(f"{tally.resumed} from an earlier run")
+    return parts
+
+
 class StatusWatcher:
     """Follows the status files of the listed images while the workflow runs."""
 
@@ -268,13 +280,7 @@ class LiveDisplay:
         if phase == "archive":
             written = f": {human_size(archived)} written" if archived else ""
             return f"archiving {self.destination}{written} · {clock}"
-        parts = [f"images {tally.done}/{tally.total}"]
-        if tally.failed:
-            parts.append(f"{tally.failed} failed")
-        if tally.skipped:
-            parts.append(f"{tally.skipped} skipped")
-        if tally.resumed:
-            parts.append(f"{tally.resumed} from an earlier run")
+        parts = tally_parts(tally)
         rate = tally.bytes_new / elapsed
         size = f"{human_size(tally.bytes_total)} saved"
         if tally.bytes_new:
