@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
@@ -59,7 +60,7 @@ def progress_text(tally: Tally, copied: Bytes, rate: float, elapsed: float) -> s
     return f"{text} · {human_duration(elapsed)}"
 
 
-class _Base:
+class _Base(ABC):
     def __init__(self, stream: TextIO, settings: Settings) -> None:
         self.stream = stream
         self.destination = str(settings.destination)
@@ -78,8 +79,9 @@ class _Base:
         if status.state == "failed" or not status.is_saved:
             self.message(image_line(status))
 
+    @abstractmethod
     def message(self, text: str) -> None:
-        raise NotImplementedError
+        """Show one line above the progress line (each display its own way)."""
 
 
 class PlainProgress(_Base):

@@ -676,13 +676,7 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int, 
     listed: dict[str, str] = {}
     used: set[str] = set()
     platforms = 0
-    for number, entry in enumerate(listing):
-        where = f"{LIST_NAME}: List[{number}]"
-        if not isinstance(entry, dict):
-            findings.error(f"{where}: not an object")
-            continue
-        name = f"{entry.get('Source')}:{entry.get('Tag')}"
-        where += f" ({name})"
+    for where, name, entry in _list_entries(listing, "List", findings):
         if not entry.get("Source") or not entry.get("Tag"):
             findings.error(f"{where}: Source and Tag are required")
         images = entry.get("Images")
@@ -730,6 +724,20 @@ def check_saved_list(contents: Contents, findings: Findings) -> tuple[int, int, 
     return len(listing), platforms, artifacts
 
 
+def _list_entries(
+    entries: list[Any], key: str, findings: Findings
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(where, "Source:Tag", entry)`` for each object of the list's ``key`` array; any other
+    element is reported and left out."""
+    for number, entry in enumerate(entries):
+        where = f"{LIST_NAME}: {key}[{number}]"
+        if not isinstance(entry, dict):
+            findings.error(f"{where}: not an object")
+            continue
+        name = f"{entry.get('Source')}:{entry.get('Tag')}"
+        yield f"{where} ({name})", name, entry
+
+
 def check_artifacts(
     artifacts: Any, contents: Contents, findings: Findings, listed: dict[str, str], used: set[str]
 ) -> int:
@@ -738,13 +746,7 @@ def check_artifacts(
     if not isinstance(artifacts, list):
         findings.error(f"{LIST_NAME}: 'Artifacts' is not an array")
         return 0
-    for number, entry in enumerate(artifacts):
-        where = f"{LIST_NAME}: Artifacts[{number}]"
-        if not isinstance(entry, dict):
-            findings.error(f"{where}: not an object")
-            continue
-        name = f"{entry.get('Source')}:{entry.get('Tag')}"
-        where += f" ({name})"
+    for where, name, entry in _list_entries(artifacts, "Artifacts", findings):
         missing = [key for key in ("Source", "Tag", "Digest", "MediaType") if not entry.get(key)]
         if missing:
             findings.error(f"{where}: lacks {', '.join(missing)}")
