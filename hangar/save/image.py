@@ -51,7 +51,10 @@ def read_manifest_blob(share: Path, digest: str, attempts: int = 100) -> bytes:
     """
     path = blob_path(share.parent, digest)
     for _ in range(attempts):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # another job is fetching a damaged copy again
+            data = b""
         if manifest_digest(data) == digest:
             return data
         time.sleep(0.05)
@@ -64,35 +67,62 @@ def layout_manifest(layout: Path) -> str:
     return digest
 
 
-def layout_blobs(layout: Path, share: Path) -> list[tuple[str, int]]:
-    """(digest, size) of the manifests, configs and layers the layout references (an index's
-    too)."""
+@dataclass(frozen=True)
+class LayoutBlobs:
+    """What an OCI layout references: manifests (an index's too), and configs and layers."""
+
+    manifests: list[tuple[str, int]]
+    content: list[tuple[str, int]]
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size in self.manifests + self.content)
+
+
+def layout_blobs(layout: Path, share: Path) -> LayoutBlobs:
+    """The blobs the layout references, each manifest read back and checked by digest."""
     pending = list(json.loads((layout / INDEX_NAME).read_text())["manifests"])
-    blobs = []
+    blobs = LayoutBlobs([], [])
     while pending:
         descriptor = pending.pop()
-        blobs.append((descriptor["digest"], descriptor["size"]))
+        blobs.manifests.append((descriptor["digest"], descriptor["size"]))
         manifest = json.loads(read_manifest_blob(share, descriptor["digest"]))
         if "manifests" in manifest:
             pending += manifest["manifests"]
             continue
         config = [manifest["config"]] if "config" in manifest else []
-        blobs += [(item["digest"], item["size"]) for item in [*config, *manifest.get("layers", [])]]
+        items = [*config, *manifest.get("layers", [])]
+        blobs.content.extend((item["digest"], item["size"]) for item in items)
     return blobs
 
 
-def wrong_sized_blobs(blobs: list[tuple[str, int]], share: Path) -> list[Path]:
-    """Blob files whose size is not their descriptor's: skopeo reuses any file of the right
-    name without checking it, so a damaged one left by an earlier save would be handed over."""
-    wrong = []
+def wrong_sized_blobs(blobs: list[tuple[str, int]], share: Path) -> dict[Path, int | None]:
+    """Config and layer files whose size is not their descriptor's, with their inode (None when
+    missing): skopeo reuses any file of the right name without checking it, so a damaged one left
+    by an earlier save would be handed over. Manifests are not checked by size: skopeo rewrites
+    them in place on every copy, so another job's write may be seen half done; their digest is."""
+    wrong: dict[Path, int | None] = {}
     for digest, size in blobs:
         path = blob_path(share.parent, digest)
         try:
-            if path.stat().st_size != size:
-                wrong.append(path)
+            found = path.stat()
         except FileNotFoundError:
-            wrong.append(path)
+            wrong[path] = None
+            continue
+        if found.st_size != size:
+            wrong[path] = found.st_ino
     return wrong
+
+
+def remove_damaged(wrong: dict[Path, int | None]) -> None:
+    """Remove the damaged files found, unless another job has replaced one meanwhile (configs
+    and layers are renamed into place, so a new inode is a complete copy)."""
+    for path, inode in wrong.items():
+        try:
+            if inode is not None and path.stat().st_ino == inode:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def copy_platform(skopeo: Skopeo, source: str, platform: Platform, cache: Path, folder: str) -> int:
@@ -109,15 +139,15 @@ def copy_into(skopeo: Skopeo, reference: str, cache: Path, folder: str, exact: b
     try:
         skopeo.copy(reference, staging, share, exact=exact)
         blobs = layout_blobs(staging, share)
-        if wrong := wrong_sized_blobs(blobs, share):
-            for path in wrong:  # damaged copies of earlier saves: fetch them again
-                path.unlink(missing_ok=True)
+        if wrong := wrong_sized_blobs(blobs.content, share):
+            remove_damaged(wrong)  # damaged copies of earlier saves: fetch them again
             shutil.rmtree(staging, ignore_errors=True)
             skopeo.copy(reference, staging, share, exact=exact)
             blobs = layout_blobs(staging, share)
-            if wrong := wrong_sized_blobs(blobs, share):
-                raise ImageError(f"blob {wrong[0].name} has the wrong size after a fresh copy")
-        size = sum(blob_size for _, blob_size in blobs)
+            if wrong := wrong_sized_blobs(blobs.content, share):
+                name = next(iter(wrong)).name
+                raise ImageError(f"blob {name} has the wrong size after a fresh copy")
+        size = blobs.size
         final = cache / folder
         if final.exists():
             retired = staging.with_name("retired")
