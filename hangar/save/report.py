@@ -559,7 +559,12 @@ def run_html(run: RunFacts, summary: dict[str, Any]) -> str:
         ("OS", _escaped(run.os)),
         ("Source registry", html.escape(run.source) if run.source else "as written in the list"),
         ("Started", html.escape(_clock(run.started)) if run.started is not None else "&ndash;"),
-        ("Wall time", html.escape(human_duration(wall)) if wall is not None else "&ndash;"),
+        (
+            "Wall time",
+            f"{html.escape(human_duration(wall))} (workflow start to this report)"
+            if wall is not None
+            else "&ndash;",
+        ),
         ("Run", html.escape(kind)),
     ]
     return f'<h2>Run</h2>\n<table class="facts" id="run"><tbody>{_fact_rows(facts)}</tbody></table>'
