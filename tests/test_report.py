@@ -267,7 +267,9 @@ def test_chart_shows_the_largest_images_of_a_long_list() -> None:
     assert f"Showing {note}." in report.render_html(table, "t", "now", "cache")
 
 
-def test_command_reports_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_reports_a_cache(
+    tmp_path: Path, archived: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     statuses = sample_statuses()
     lines = []
@@ -283,6 +285,10 @@ def test_command_reports_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(pd.read_csv(csv)) == 4
     assert report.main([*args, "-f", str(tmp_path / "list.txt")]) == 0
     assert pd.read_csv(csv)["image"].tolist() == list(reversed(lines[1:]))  # list order
+    assert 'id="archive-files"' not in page.read_text()
+    assert report.main([*args, "-d", str(archived[1])]) == 0
+    for name in checksum_rows(archived[1]):
+        assert f"{name}</" in page.read_text()
     assert report.main(["--cache", str(tmp_path / "none")]) == 1
     assert "no image status" in capsys.readouterr().err
 
