@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,8 +20,24 @@ Compress = Literal["gzip", "zstd", "dir"]
 Verify = Literal["size", "digest"]
 
 
-# The workflow's checkout: the package sits beside the Snakefile, rules/ and schemas/.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_PACKAGE = "hangar_workflow"  # the workflow's files, installed by `pip install .`
+
+
+def workflow_root() -> Path:
+    """Where the Snakefile, rules/, scripts/, schemas/ and profiles/ are: the checkout the
+    package sits in (a plain checkout, an editable install), else the copy that `pip install .`
+    put beside the package (pyproject.toml: package ``hangar_workflow``)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "Snakefile").is_file():
+        return checkout
+    spec = importlib.util.find_spec(WORKFLOW_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "Snakefile").is_file():
+            return Path(location)
+    return checkout  # nowhere: the missing Snakefile is named by whoever opens it
+
+
+REPO_ROOT = workflow_root()
 SNAKEFILE = REPO_ROOT / "Snakefile"
 SCHEMA_FILE = REPO_ROOT / "schemas" / "config.schema.yaml"
 

@@ -7,23 +7,29 @@ missing (`apt-get install chromium`).
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import re
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cachefactory import make_cache
 from support.images import PushedImage
 from support.registry import Registry
 from workflow import run_workflow, write_list
 
+from hangar import verify
 from hangar.imagelist import parse_reference
-from hangar.layout import status_dir
+from hangar.layout import checksum_path, run_lock_path, status_dir
 from hangar.save import report
+from hangar.save.archive import build_archive
 from hangar.status import ImageStatus, SavedPlatform, write_atomic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -81,11 +87,52 @@ def sample_statuses() -> list[tuple[str, ImageStatus]]:
     return [(f"id-{n}", status) for n, status in enumerate([ok, windows, failed, skipped])]
 
 
+def checksum_rows(destination: Path) -> dict[str, str]:
+    """name -> sha256 of the archive's checksum file, read as sha256sum would."""
+    rows = {}
+    for line in checksum_path(destination).read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        rows[name] = digest
+    return rows
+
+
 @pytest.fixture
-def written(tmp_path: Path) -> tuple[Path, Path]:
-    html, csv = tmp_path / "save-report.html", tmp_path / "save-report.csv"
-    report.write_report(sample_statuses(), html, csv, "saved-image-cache")
-    return html, csv
+def archived(tmp_path: Path) -> tuple[Path, Path]:
+    """A cache and a real split archive of it (build_archive), checked by hangar verify."""
+    cache = tmp_path / "cache"
+    make_cache(cache, images=3, layer_size=96 * 1024, stale=False)
+    destination = tmp_path / "out" / "saved-images.tar.gz"
+    destination.parent.mkdir()
+    build_archive(cache, destination, "gzip", 256 * 1024, 1)
+    log = tmp_path / "logs" / "verify.log"
+    log.parent.mkdir()
+    lines: list[str] = []
+    assert verify.main([str(destination)], out=lines.append) == 0
+    log.write_text("".join(f"{line}\n" for line in lines))
+    return cache, destination
+
+
+@pytest.fixture
+def written(tmp_path: Path, archived: tuple[Path, Path]) -> tuple[Path, Path]:
+    cache, destination = archived
+    page, csv = tmp_path / "save-report.html", tmp_path / "save-report.csv"
+    write_atomic(run_lock_path(cache), "pid 1\n")
+    started = run_lock_path(cache).stat().st_mtime
+    run = report.gather_run(
+        cache,
+        destination,
+        tmp_path / "logs" / "verify.log",
+        image_list="lists/<b>images</b>.txt",
+        arch=("amd64", "arm64"),
+        os=("linux",),
+        source="mirror.local:5000",
+        finished=started + 75.0,
+    )
+    assert run.started == started
+    report.write_report(
+        sample_statuses(), page, csv, "saved-image-cache", run=run, earlier={"id-1"}
+    )
+    return page, csv
 
 
 def test_csv_holds_one_row_per_image(written: tuple[Path, Path]) -> None:
@@ -102,6 +149,7 @@ def test_csv_holds_one_row_per_image(written: tuple[Path, Path]) -> None:
     assert table["seconds"].tolist() == [12.5, 3.0, 0.4, 0.2]
     assert table["retries"].tolist() == [1, 0, 3, 0]
     assert table["image_id"].tolist() == ["id-0", "id-1", "id-2", "id-3"]
+    assert table["earlier_run"].tolist() == [False, True, False, False]
 
 
 def test_totals() -> None:
@@ -117,6 +165,7 @@ def test_totals() -> None:
         "bytes": (5 << 20) + 7000,
         "seconds": pytest.approx(16.1),
         "retries": 4,
+        "earlier": 0,
     }
 
 
@@ -130,6 +179,78 @@ def test_page_is_self_contained_and_escaped(written: tuple[Path, Path]) -> None:
     assert page.count('<rect class="seconds"') == 4
     assert '<table class="dataframe images" id="images">' in page
     assert "5.0 MiB" in page and "12.5 s" in page
+    assert "lists/&lt;b&gt;images&lt;/b&gt;.txt" in page
+
+
+def test_page_names_the_archive_its_parts_and_checksums(
+    written: tuple[Path, Path], archived: tuple[Path, Path]
+) -> None:
+    cache, destination = archived
+    page = written[0].read_text()
+    rows = checksum_rows(destination)
+    parts = sorted(destination.parent.glob("saved-images.tar.gz.part*"))
+    assert len(parts) >= 3
+    assert str(destination) in page
+    for part in parts:
+        size = part.stat().st_size
+        cells = f'<td>{part.name}</td><td class="num">'
+        assert cells in page
+        assert f'<td class="num">{size}</td><td><code class="sha">{rows[part.name]}</code>' in page
+    total = sum(part.stat().st_size for part in parts)
+    assert f"({total} bytes), {len(parts)} parts" in page
+    assert f'<code class="sha">{rows[destination.name]}</code>' in page  # the whole stream
+    assert 'Verified</th><td><span class="state-ok">OK: ' in page
+    unique = sum(p.stat().st_size for p in (cache / "share" / "sha256").iterdir())
+    assert f'<div class="value">{report.human_size(unique)}</div>' in page
+    assert "<td>amd64,arm64</td>" in page and "<td>linux</td>" in page
+    assert "<td>mirror.local:5000</td>" in page
+    assert "Wall time</th><td>1:15 (workflow start to this report)</td>" in page
+    assert "resumed: 1 of 4 images from an earlier run" in page
+
+
+def test_failures_come_first_with_plain_reasons(written: tuple[Path, Path]) -> None:
+    page = written[0].read_text()
+    failures = page.index('id="failures"')
+    assert failures < page.index('id="archive"') < page.index('id="totals"')
+    failed = page.index('<tr class="failed">', failures)
+    skipped = page.index('<tr class="skipped">', failures)
+    assert failed < skipped < page.index("</table>", failures)
+    assert "<td>not found: no such image or tag in the registry</td>" in page
+    assert "<td>no platform matches arch amd64,arm64</td>" in page
+
+
+def test_verify_verdict_only_of_this_archive(archived: tuple[Path, Path], tmp_path: Path) -> None:
+    _, destination = archived
+    log = tmp_path / "logs" / "verify.log"
+    verdict, errors = report.verify_verdict(log, checksum_path(destination))
+    assert verdict.startswith(f"OK: {destination}") and errors == []
+    log.write_text("ERROR: part 1: sha256 mismatch\nFAILED: 1 problem(s) in x\n")
+    assert report.verify_verdict(log, checksum_path(destination)) == (
+        "FAILED: 1 problem(s) in x",
+        ["ERROR: part 1: sha256 mismatch"],
+    )
+    stamp = checksum_path(destination).stat().st_mtime
+    os.utime(log, (stamp - 10, stamp - 10))  # a check of an earlier archive
+    assert report.verify_verdict(log, checksum_path(destination)) == ("", [])
+    run = report.gather_run(destination.parent, destination, log)
+    assert "not checked since it was written" in report.archive_html(run.archive, "", [])
+
+
+def test_dir_archive_lists_its_files(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    made = make_cache(cache, images=2, layer_size=8 * 1024, stale=False)
+    destination = tmp_path / "saved-images"
+    build_archive(cache, destination, "dir", None, 1)
+    facts = report.archive_facts(destination)
+    assert facts is not None and facts.kind == "dir"
+    assert [f.name for f in facts.files] == made.selected_files()
+    assert facts.size == sum((destination / name).stat().st_size for name in made.selected_files())
+    page = report.archive_html(facts, "", [])
+    assert f"<details><summary>{len(facts.files)} files</summary>" in page
+    (destination / made.selected_files()[-1]).unlink()
+    damaged = report.archive_facts(destination)
+    assert damaged is not None and damaged.missing == [made.selected_files()[-1]]
+    assert report.archive_facts(tmp_path / "none") is None
 
 
 def test_chart_shows_the_largest_images_of_a_long_list() -> None:
@@ -146,7 +267,9 @@ def test_chart_shows_the_largest_images_of_a_long_list() -> None:
     assert f"Showing {note}." in report.render_html(table, "t", "now", "cache")
 
 
-def test_command_reports_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_reports_a_cache(
+    tmp_path: Path, archived: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "cache"
     statuses = sample_statuses()
     lines = []
@@ -155,13 +278,17 @@ def test_command_reports_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[s
         write_atomic(status_dir(cache) / f"{ref.image_id}.json", status.to_json())
         lines.append(status.reference)
     (tmp_path / "list.txt").write_text("\n".join(reversed(lines[1:])) + "\n")
-    html, csv = tmp_path / "r.html", tmp_path / "r.csv"
-    args = ["--cache", str(cache), "--html", str(html), "--csv", str(csv)]
+    page, csv = tmp_path / "r.html", tmp_path / "r.csv"
+    args = ["--cache", str(cache), "--html", str(page), "--csv", str(csv)]
     assert report.main(args) == 0
     assert "4 images (2 saved, 1 failed, 1 skipped, 0 invalid lines)" in capsys.readouterr().out
     assert len(pd.read_csv(csv)) == 4
     assert report.main([*args, "-f", str(tmp_path / "list.txt")]) == 0
     assert pd.read_csv(csv)["image"].tolist() == list(reversed(lines[1:]))  # list order
+    assert 'id="archive-files"' not in page.read_text()
+    assert report.main([*args, "-d", str(archived[1])]) == 0
+    for name in checksum_rows(archived[1]):
+        assert f"{name}</" in page.read_text()
     assert report.main(["--cache", str(tmp_path / "none")]) == 1
     assert "no image status" in capsys.readouterr().err
 
@@ -183,6 +310,13 @@ const result = {
   bytes: Array.from(chart.querySelectorAll('rect.bytes')).map(r => r.getBBox().width),
   seconds: Array.from(chart.querySelectorAll('rect.seconds')).map(r => r.getBBox().width),
   totals: Array.from(document.querySelectorAll('.total .value')).map(e => e.textContent),
+  order: ['failures', 'archive', 'archive-files', 'run', 'totals', 'chart', 'images']
+    .map(id => document.getElementById(id).getBoundingClientRect().top),
+  failures: Array.from(document.querySelectorAll('#failures tbody tr'))
+    .map(r => [r.className, size(r)[1], getComputedStyle(r.cells[0]).backgroundColor]),
+  parts: Array.from(document.querySelectorAll('#archive-files tbody tr'))
+    .map(r => [r.cells[0].textContent, size(r.cells[3])[0]]),
+  run: Array.from(document.querySelectorAll('#run tr')).map(r => r.cells[1].textContent),
 };
 const out = document.createElement('pre');
 out.id = 'measured';
@@ -261,14 +395,16 @@ def colour_count(rows: list[bytes], hex_colour: str) -> int:
 
 
 @needs_chromium
-def test_table_and_chart_render_in_chromium(written: tuple[Path, Path], tmp_path: Path) -> None:
+def test_table_and_chart_render_in_chromium(
+    written: tuple[Path, Path], archived: tuple[Path, Path], tmp_path: Path
+) -> None:
     page = written[0].read_text()
     measured_page = tmp_path / "measured.html"
     measured_page.write_text(page.replace("</body>", MEASURE + "\n</body>"))
     done = chromium(tmp_path, "--dump-dom", measured_page.as_uri())
     match = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout)
     assert match, done.stdout[-2000:]
-    result = json.loads(match.group(1).replace("&amp;", "&").replace("&lt;", "<"))
+    result = json.loads(html.unescape(match.group(1)))
     assert result["header"] == list(report.TABLE_HEADINGS.values())
     assert [row[2] for row in result["rows"]] == [s.reference for _, s in sample_statuses()]
     assert all(cells == 10 and height > 10 for cells, height, _ in result["rows"])
@@ -277,15 +413,32 @@ def test_table_and_chart_render_in_chromium(written: tuple[Path, Path], tmp_path
     assert result["chartIsSvg"] and result["chart"][0] > 800 and result["chart"][1] > 100
     assert result["bytes"][0] > 200 and 0 < result["bytes"][1] < 5  # 5 MiB vs 7000 bytes
     assert result["seconds"][0] > 200 and result["seconds"][1] > 40
-    assert result["totals"] == ["4", "2", "1", "1", "0", "3", "0", "5.0 MiB", "16.1 s", "4"]
+    unique = sum(p.stat().st_size for p in (archived[0] / "share" / "sha256").iterdir())
+    assert result["totals"] == [
+        *["4", "2", "1", "1", "0", "3", "0", "5.0 MiB", report.human_size(unique)],
+        *["16.1 s", "4"],
+    ]
+    assert result["order"] == sorted(result["order"])  # failures first, the table last
+    assert [row[0] for row in result["failures"]] == ["failed", "skipped"]
+    assert result["failures"][0][2] == "rgb(254, 242, 242)" and result["failures"][0][1] > 10
+    parts = sorted(p.name for p in archived[1].parent.glob("*.part*"))
+    assert sorted(name for name, _ in result["parts"]) == parts
+    assert all(width > 300 for _, width in result["parts"])  # a whole sha256 on one line
+    assert result["run"][:4] == [
+        "lists/<b>images</b>.txt",
+        "amd64,arm64",
+        "linux",
+        "mirror.local:5000",
+    ]
 
 
 @needs_chromium
 def test_screenshot_shows_the_chart(written: tuple[Path, Path], tmp_path: Path) -> None:
     shot = tmp_path / "report.png"
-    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,900", written[0].as_uri())
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", written[0].as_uri())
     width, height, rows = read_png(shot)
-    assert (width, height) == (1280, 900)
+    assert (width, height) == (1280, 2000)
+    assert colour_count(rows, "#fef2f2") > 5000  # the failed image's row, at the top
     assert colour_count(rows, report.BYTES_COLOUR) > 2000  # the byte bars
     assert colour_count(rows, report.SECONDS_COLOUR) > 2000  # the time bars
     assert colour_count(rows, "#1f2937") > 5000  # the table's header row
@@ -301,7 +454,10 @@ def test_workflow_writes_the_report(
     names = ["library/nginx:1.25", "rancher/windows-app:3.6", "rancher/s390x-only:1.0"]
     missing = f"{registry.host}/rancher/missing:1"
     write_list(workdir, [sample_images[n].ref for n in names] + [missing])
-    run_workflow(workdir, {"file": "images.txt"}, "--cores", "2")
+    config = {"file": "images.txt", "part": True, "part_size": "8K"}
+    started = time.time()
+    run_workflow(workdir, config, "--cores", "2")
+    wall = time.time() - started
     table = pd.read_csv(workdir / "save-report.csv", keep_default_na=False)
     assert table["image"].tolist() == [sample_images[n].ref for n in names] + [missing]
     assert table["state"].tolist() == ["ok", "ok", "skipped", "failed"]
@@ -315,6 +471,62 @@ def test_workflow_writes_the_report(
     assert dict(zip(table["image"], table["bytes"], strict=True)) == sizes
     assert (table["seconds"] > 0).all()
     assert "manifest unknown" in table["reason"][3]
+    assert not table["earlier_run"].any()
     page = (workdir / "save-report.html").read_text()
     assert page.count('<rect class="bytes"') == 4
     assert "4 image(s): 2 saved, 1 failed" in (workdir / "logs" / "report.log").read_text()
+    # failures first, in plain words: the failed image, then the skipped one
+    failures = page[page.index('id="failures"') : page.index('id="archive"')]
+    assert failures.index(missing) < failures.index(sample_images[names[2]].ref)
+    assert "<td>not found: no such image or tag in the registry</td>" in failures
+    # the archive: every part with its size and the sha256 the checksum file gives it
+    destination = workdir / "saved-images.tar.gz"
+    rows = checksum_rows(destination)
+    parts = sorted(workdir.glob("saved-images.tar.gz.part*"))
+    assert len(parts) >= 2 and set(rows) == {p.name for p in parts} | {destination.name}
+    for part in parts:
+        assert (
+            f'<td>{part.name}</td><td class="num">{report.human_size(part.stat().st_size)}</td>'
+            f'<td class="num">{part.stat().st_size}</td>'
+            f'<td><code class="sha">{rows[part.name]}</code></td>'
+        ) in page
+    assert f'<code class="sha">{rows[destination.name]}</code>' in page
+    assert "not checked since it was written" in page
+    # unique bytes: the blobs of share/, each once
+    unique = sum(p.stat().st_size for p in (workdir / "saved-image-cache/share/sha256").iterdir())
+    assert f'<div class="value">{report.human_size(unique)}</div>' in page
+    # the run's context
+    assert "<th>Image list</th><td>images.txt</td>" in page
+    assert "<th>Arch</th><td>amd64,arm64</td><" in page
+    assert "<th>OS</th><td>linux,windows</td>" in page
+    assert "<th>Source registry</th><td>as written in the list</td>" in page
+    assert "new: every image was saved (or tried) by this run" in page
+    shown = re.search(r"<th>Wall time</th><td>([0-9.]+) s \(workflow start", page)
+    assert shown and 0 < float(shown.group(1)) <= wall
+
+
+@pytest.mark.slow
+def test_resumed_run_reports_earlier_images_and_the_verify_verdict(
+    workdir: Path, registry: Registry, sample_images: dict[str, PushedImage]
+) -> None:
+    first = sample_images["library/nginx:1.25"].ref
+    write_list(workdir, [first])
+    run_workflow(workdir, {"file": "images.txt"}, "--cores", "2")
+    page = (workdir / "save-report.html").read_text()
+    assert "new: every image was saved (or tried) by this run" in page
+    # nginx's base layers are shared with shared-a: counted once in share/
+    write_list(workdir, [first, sample_images["rancher/shared-a:1"].ref])
+    run_workflow(workdir, {"file": "images.txt"}, "--cores", "2", "verify", "save-report.html")
+    page = (workdir / "save-report.html").read_text()
+    assert "resumed: 1 of 2 images from an earlier run" in page
+    table = pd.read_csv(workdir / "save-report.csv", keep_default_na=False)
+    assert table["earlier_run"].tolist() == [True, False]
+    verdict = (workdir / "save-verify.txt").read_text().strip()
+    assert verdict.startswith("OK: ")
+    assert f'<th>Verified</th><td><span class="state-ok">{verdict}</span>' in page
+    blobs = (workdir / "saved-image-cache/share/sha256").iterdir()
+    unique = sum(p.stat().st_size for p in blobs)
+    assert 0 < unique < int(table["bytes"].sum())
+    assert f'<div class="value">{report.human_size(unique)}</div>' in page
+    size = (workdir / "saved-images.tar.gz").stat().st_size
+    assert f"({size} bytes), one file" in page

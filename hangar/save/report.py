@@ -2,10 +2,13 @@
 
 Every image job leaves ``<cache>/.hangar/status/<id>.json`` (state, reason, saved platforms with
 their sizes, the platforms the image offered, seconds, retries). This module turns them into a
-table (pandas), writes it as CSV, and renders a single self-contained HTML page: the totals, a
-chart of bytes and time per image (inline SVG) and the table. The page loads nothing from
-anywhere: no script, no external style sheet, font or image, so it opens from a USB stick on an
-air-gapped machine.
+table (pandas), writes it as CSV, and renders a single self-contained HTML page for the person
+who carries the archive: what failed and why (first), the archive (its files, their sizes and
+sha256 from ``DEST.sha256``, the verify verdict when it was checked), the run (list, arch/os,
+source registry, wall time, new or resumed), the totals (the per-image sum beside the unique
+bytes of ``share/``), a chart of bytes and time per image (inline SVG) and the table. The page
+loads nothing from anywhere: no script, no external style sheet, font or image, so it opens
+from a USB stick on an air-gapped machine.
 
 The workflow's ``report`` rule writes it after every run; ``python -m hangar.save.report`` writes
 it for any cache.
@@ -16,17 +19,21 @@ from __future__ import annotations
 import argparse
 import html
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from hangar.imagelist import ImageListError, SkippedLine, load_image_list
-from hangar.layout import TOP_DIR, status_dir
+from hangar.layout import BLOB_DIR, TOP_DIR, checksum_path, run_lock_path, status_dir
+from hangar.reasons import plain
+from hangar.save.archive import ArchiveError, select
 from hangar.status import ImageStatus, write_atomic
 from hangar.units import human_size
+from hangar.verify import Findings, read_checksums
 
 CHART_MAX_ROWS = 60
 COLUMNS = (
@@ -41,6 +48,7 @@ COLUMNS = (
     "retries",
     "reason",
     "image_id",
+    "earlier_run",
 )
 TABLE_HEADINGS = {
     "image": "Image",
@@ -78,10 +86,13 @@ def _listed(text: str) -> str:
 
 
 def frame(
-    statuses: Sequence[tuple[str, ImageStatus]], invalid: Sequence[SkippedLine] = ()
+    statuses: Sequence[tuple[str, ImageStatus]],
+    invalid: Sequence[SkippedLine] = (),
+    earlier: Collection[str] = (),
 ) -> pd.DataFrame:
     """One row per image, in the order given: ``(image id, status)`` pairs; then one per
-    invalid line of the list (state ``invalid``, kind ``line``), which was not saved."""
+    invalid line of the list (state ``invalid``, kind ``line``), which was not saved.
+    ``earlier``: the ids of the images whose status an earlier run left (``earlier_run``)."""
     rows: list[dict[str, Any]] = []
     for image_id, status in statuses:
         rows.append(
@@ -99,6 +110,7 @@ def frame(
                 "retries": int(status.retries),
                 "reason": status.reason,
                 "image_id": image_id,
+                "earlier_run": image_id in earlier,
             }
         )
     for line in invalid:
@@ -115,10 +127,13 @@ def frame(
                 "retries": 0,
                 "reason": f"{line.where}: {line.reason} (invalid format: line ignored)",
                 "image_id": "",
+                "earlier_run": False,
             }
         )
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    return table.astype({"bytes": "int64", "seconds": "float64", "retries": "int64"})
+    return table.astype(
+        {"bytes": "int64", "seconds": "float64", "retries": "int64", "earlier_run": "bool"}
+    )
 
 
 def totals(table: pd.DataFrame) -> dict[str, Any]:
@@ -135,7 +150,147 @@ def totals(table: pd.DataFrame) -> dict[str, Any]:
         "bytes": int(table["bytes"].sum()),
         "seconds": float(table["seconds"].sum()),
         "retries": int(table["retries"].sum()),
+        "earlier": int(table["earlier_run"].sum()),
     }
+
+
+# --- the archive and the run ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One file of the archive as its checksum file names it; ``size`` None when missing."""
+
+    name: str
+    size: int | None
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    destination: Path
+    kind: str  # "single", "split" (DEST.partN) or "dir"
+    files: tuple[ArchiveFile, ...]  # the file, the parts in order, or the directory's files
+    stream_sha256: str  # of the whole split stream ("" unless split)
+    checksums: Path
+
+    @property
+    def size(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+    @property
+    def missing(self) -> list[str]:
+        return [f.name for f in self.files if f.size is None]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _part_order(row: tuple[str, str]) -> tuple[int, str]:
+    suffix = row[1].rsplit(".part", 1)
+    return (int(suffix[1]) if len(suffix) == 2 and suffix[1].isdigit() else -1, row[1])
+
+
+def archive_facts(destination: str | Path) -> ArchiveFacts | None:
+    """What ``DEST.sha256`` says the archive is, with the sizes on disk; None without one."""
+    destination = Path(destination)
+    checksums = checksum_path(destination)
+    rows = read_checksums(checksums, Findings())
+    if rows is None:
+        return None
+    if destination.is_dir():
+        named = sorted(rows, key=lambda row: row[1])
+        files = [ArchiveFile(n, _size(destination / n), d) for d, n in named]
+        return ArchiveFacts(destination, "dir", tuple(files), "", checksums)
+    whole = [digest for digest, name in rows if name == destination.name]
+    parts = sorted((r for r in rows if r[1] != destination.name), key=_part_order)
+    if parts:
+        files = [ArchiveFile(n, _size(destination.parent / n), d) for d, n in parts]
+        return ArchiveFacts(
+            destination, "split", tuple(files), whole[0] if whole else "", checksums
+        )
+    files = [ArchiveFile(destination.name, _size(destination), whole[0] if whole else "")]
+    return ArchiveFacts(destination, "single", tuple(files), "", checksums)
+
+
+def verify_verdict(log: str | Path, checksums: Path) -> tuple[str, list[str]]:
+    """The last ``OK:``/``FAILED:`` line of the verify log and its ``ERROR:`` lines, when the
+    log is not older than the checksum file (a check of this archive); else ``("", [])``."""
+    log = Path(log)
+    try:
+        if log.stat().st_mtime < checksums.stat().st_mtime:
+            return "", []
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "", []
+    verdicts = [line for line in lines if line.startswith(("OK:", "FAILED:"))]
+    if not verdicts:
+        return "", []
+    return verdicts[-1], [line for line in lines if line.startswith("ERROR:")]
+
+
+def unique_blob_bytes(cache: Path) -> int | None:
+    """The bytes of the distinct blobs the archive holds (``share/sha256/``, each once): what
+    the saved images cost once shared layers are counted once. None when the cache cannot say."""
+    try:
+        selection = select(cache)
+    except (ArchiveError, OSError, ValueError):
+        return None
+    return sum(e.size for e in selection.entries if e.name.startswith(BLOB_DIR + "/"))
+
+
+def run_started(cache: str | Path) -> float | None:
+    """When the run holding (or last holding) the cache's run lock started: the lock file is
+    rewritten with the run's pid when the run takes it, at its start."""
+    try:
+        return run_lock_path(cache).stat().st_mtime
+    except OSError:
+        return None
+
+
+def earlier_ids(paths: Iterable[Path], started: float | None) -> set[str]:
+    """The images whose status file is older than this run: saved (or skipped) by an earlier
+    run and kept, not saved again."""
+    if started is None:
+        return set()
+    earlier = set()
+    for path in paths:
+        try:
+            if Path(path).stat().st_mtime < started:
+                earlier.add(Path(path).stem)
+        except OSError:
+            continue
+    return earlier
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The context of the save the page reports; what is unknown stays empty."""
+
+    image_list: str = ""
+    arch: str = ""
+    os: str = ""
+    source: str = ""
+    started: float | None = None
+    finished: float | None = None
+    archive: ArchiveFacts | None = None
+    verdict: str = ""
+    verify_errors: list[str] = field(default_factory=list)
+    unique_bytes: int | None = None
+
+    @property
+    def wall_seconds(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return max(self.finished - self.started, 0.0)
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).replace(microsecond=0).isoformat()
 
 
 # --- chart -------------------------------------------------------------------------------------
@@ -232,6 +387,14 @@ span.num { display: block; text-align: right; white-space: nowrap; }
 .state-skipped { color: #a16207; font-weight: bold; }
 .state-invalid { color: #a16207; font-weight: bold; }
 .note { color: #4b5563; font-size: 12px; }
+table.facts { border-collapse: collapse; font-size: 13px; margin: 0 0 8px; }
+table.facts th { text-align: left; padding: 3px 12px 3px 0; color: #374151; vertical-align: top; }
+table.facts thead th { border-bottom: 1px solid #d1d5db; }
+table.facts td { padding: 3px 12px 3px 0; vertical-align: top; overflow-wrap: anywhere; }
+table.facts td.num { text-align: right; white-space: nowrap; }
+table.facts td.detail { color: #4b5563; font-size: 12px; max-width: 40em; }
+#failures tr.failed td { background: #fef2f2; }
+code.sha { font-size: 12px; }
 """
 
 
@@ -279,9 +442,141 @@ def table_html(table: pd.DataFrame) -> str:
     return rendered
 
 
-def render_html(table: pd.DataFrame, title: str, generated: str, source: str) -> str:
+def _escaped(value: object) -> str:
+    return html.escape(str(value)) if str(value) else "&ndash;"
+
+
+def failures_html(table: pd.DataFrame) -> str:
+    """Failed images, then skipped images and invalid lines, each with its plain reason (the
+    raw text of a failure beside it); "" when everything was saved."""
+    order = {"failed": 0, "skipped": 1, "invalid": 2}
+    rows: list[tuple[int, str]] = []
+    for row in table.itertuples(index=False):
+        if row.state == "failed":
+            reason = plain(str(row.reason), str(row.image)).text
+            detail = "" if reason == str(row.reason).strip() else str(row.reason)
+        elif row.state in ("skipped", "invalid"):
+            reason, detail = str(row.reason), ""
+        else:
+            continue
+        state = html.escape(str(row.state))
+        rows.append(
+            (
+                order[str(row.state)],
+                f'<tr class="{state}"><td><span class="state-{state}">{state}</span></td>'
+                f"<td>{_escaped(row.image)}</td><td>{_escaped(reason)}</td>"
+                f'<td class="detail">{html.escape(detail)}</td></tr>',
+            )
+        )
+    if not rows:
+        return ""
+    rows.sort(key=lambda row: row[0])  # stable: list order within a state
+    return (
+        '<h2>Not saved</h2>\n<table class="facts" id="failures"><thead><tr><th>State</th>'
+        "<th>Image or line</th><th>Reason</th><th>Details</th></tr></thead><tbody>"
+        + "".join(text for _, text in rows)
+        + "</tbody></table>"
+    )
+
+
+def archive_html(archive: ArchiveFacts | None, verdict: str, errors: Sequence[str]) -> str:
+    if archive is None:
+        return '<h2>Archive</h2>\n<p id="archive">No archive: its checksum file is missing.</p>'
+    kinds = {
+        "single": "one file",
+        "split": f"{len(archive.files)} parts",
+        "dir": f"a directory of {len(archive.files)} files",
+    }
+    facts = [
+        ("Archive", f"<code>{html.escape(str(archive.destination))}</code>"),
+        (
+            "Size",
+            f"{html.escape(human_size(archive.size))} ({archive.size} bytes), "
+            f"{html.escape(kinds[archive.kind])}",
+        ),
+        ("Checksums", f"<code>{html.escape(str(archive.checksums))}</code> (sha256sum format)"),
+    ]
+    if archive.stream_sha256:
+        facts.append(
+            (
+                "Whole stream sha256",
+                f'<code class="sha">{html.escape(archive.stream_sha256)}</code>',
+            )
+        )
+    if archive.missing:
+        facts.append(("Missing", html.escape(", ".join(archive.missing))))
+    if verdict:
+        css = "state-ok" if verdict.startswith("OK:") else "state-failed"
+        shown = [f'<span class="{css}">{html.escape(verdict)}</span>']
+        shown += [html.escape(line) for line in errors[:20]]
+        if len(errors) > 20:
+            shown.append(f"… and {len(errors) - 20} more (logs/verify.log)")
+        facts.append(("Verified", "<br>".join(shown)))
+    else:
+        facts.append(
+            (
+                "Verified",
+                "not checked since it was written: <code>hangar verify "
+                f"{html.escape(str(archive.destination))}</code>",
+            )
+        )
+    rows = "".join(
+        f'<tr><td>{html.escape(f.name)}</td><td class="num">'
+        f"{'missing' if f.size is None else html.escape(human_size(f.size))}</td>"
+        f'<td class="num">{"" if f.size is None else f.size}</td>'
+        f'<td><code class="sha">{html.escape(f.sha256)}</code></td></tr>'
+        for f in archive.files
+    )
+    files = (
+        '<table class="facts" id="archive-files"><thead><tr><th>File</th><th>Size</th>'
+        f"<th>Bytes</th><th>sha256</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    if len(archive.files) > 20:
+        files = f"<details><summary>{len(archive.files)} files</summary>{files}</details>"
+    return (
+        f'<h2>Archive</h2>\n<table class="facts" id="archive"><tbody>{_fact_rows(facts)}'
+        f"</tbody></table>\n{files}"
+    )
+
+
+def _fact_rows(facts: Sequence[tuple[str, str]]) -> str:
+    """Rows of (label, value already escaped)."""
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in facts)
+
+
+def run_html(run: RunFacts, summary: dict[str, Any]) -> str:
+    images = summary["images"]
+    if summary["earlier"] == 0:
+        kind = "new: every image was saved (or tried) by this run"
+    elif summary["earlier"] >= images:
+        kind = f"resumed: all {images} images from an earlier run, none saved again"
+    else:
+        kind = f"resumed: {summary['earlier']} of {images} images from an earlier run"
+    wall = run.wall_seconds
+    facts = [
+        ("Image list", _escaped(run.image_list)),
+        ("Arch", _escaped(run.arch)),
+        ("OS", _escaped(run.os)),
+        ("Source registry", html.escape(run.source) if run.source else "as written in the list"),
+        ("Started", html.escape(_clock(run.started)) if run.started is not None else "&ndash;"),
+        (
+            "Wall time",
+            f"{html.escape(human_duration(wall))} (workflow start to this report)"
+            if wall is not None
+            else "&ndash;",
+        ),
+        ("Run", html.escape(kind)),
+    ]
+    return f'<h2>Run</h2>\n<table class="facts" id="run"><tbody>{_fact_rows(facts)}</tbody></table>'
+
+
+def render_html(
+    table: pd.DataFrame, title: str, generated: str, source: str, run: RunFacts | None = None
+) -> str:
+    run = run or RunFacts()
     summary = totals(table)
     _, chart_note = chart_rows(table)
+    unique = "–" if run.unique_bytes is None else human_size(run.unique_bytes)
     boxes = [
         _total_box(str(summary["images"]), "images"),
         _total_box(str(summary["ok"]), "saved"),
@@ -290,7 +585,8 @@ def render_html(table: pd.DataFrame, title: str, generated: str, source: str) ->
         _total_box(str(summary["invalid"]), "invalid lines skipped"),
         _total_box(str(summary["platforms"]), "platforms saved"),
         _total_box(str(summary["artifacts"]), "artifacts saved"),
-        _total_box(human_size(summary["bytes"]), "saved (compressed)"),
+        _total_box(human_size(summary["bytes"]), "sum of the images"),
+        _total_box(unique, "unique blobs (share/)"),
         _total_box(human_duration(summary["seconds"]), "job time (sum)"),
         _total_box(str(summary["retries"]), "retries"),
     ]
@@ -307,9 +603,15 @@ def render_html(table: pd.DataFrame, title: str, generated: str, source: str) ->
 <h1>{html.escape(title)}</h1>
 <p class="meta">Generated {html.escape(generated)} from {html.escape(source)}.
 The same table is in the CSV file beside this page.</p>
+{failures_html(table)}
+{archive_html(run.archive, run.verdict, run.verify_errors)}
+{run_html(run, summary)}
+<h2>Totals</h2>
 <div class="totals" id="totals">
 {chr(10).join(boxes)}
 </div>
+<p class="note">Sum of the images: each image's platforms counted in full. Unique blobs: what
+the archive holds, every layer shared between images counted once.</p>
 <h2>Bytes and time per image</h2>
 {note}
 {chart_svg(table)}
@@ -334,13 +636,47 @@ def write_report(
     source: str,
     title: str = "Image save report",
     invalid: Sequence[SkippedLine] = (),
+    run: RunFacts | None = None,
+    earlier: Collection[str] = (),
 ) -> dict[str, Any]:
     """Write the page and the CSV; returns the totals."""
-    table = frame(statuses, invalid)
+    table = frame(statuses, invalid, earlier)
     generated = datetime.now().astimezone().replace(microsecond=0).isoformat()
     write_atomic(csv_path, table.to_csv(index=False))
-    write_atomic(html_path, render_html(table, title, generated, source))
+    write_atomic(html_path, render_html(table, title, generated, source, run))
     return totals(table)
+
+
+def gather_run(
+    cache: Path,
+    destination: Path | None,
+    verify_log: Path | None = None,
+    *,
+    image_list: str = "",
+    arch: Sequence[str] = (),
+    os: Sequence[str] = (),
+    source: str = "",
+    finished: float | None = None,
+) -> RunFacts:
+    """The run's context from the cache (run start, unique blobs) and the archive beside it
+    (checksum file, sizes, the verify log when it is newer than the archive)."""
+    archive = archive_facts(destination) if destination is not None else None
+    errors: list[str]
+    verdict, errors = "", []
+    if archive is not None and verify_log is not None:
+        verdict, errors = verify_verdict(verify_log, archive.checksums)
+    return RunFacts(
+        image_list=image_list,
+        arch=",".join(arch),
+        os=",".join(os),
+        source=source,
+        started=run_started(cache),
+        finished=finished,
+        archive=archive,
+        verdict=verdict,
+        verify_errors=errors,
+        unique_bytes=unique_blob_bytes(cache),
+    )
 
 
 def status_files(
@@ -367,6 +703,9 @@ def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         "-f", "--file", type=Path, help="report only this list's images, in its order"
     )
     parser.add_argument("-s", "--source", default="", help="the save's -s/--source registry")
+    parser.add_argument(
+        "-d", "--destination", type=Path, help="the save's archive: its files and checksums"
+    )
     parser.add_argument("--html", type=Path, default=Path("save-report.html"))
     parser.add_argument("--csv", type=Path, default=Path("save-report.csv"))
     return parser.parse_args(list(argv) if argv is not None else None)
@@ -383,7 +722,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     if not statuses:
         print(f"error: no image status in {status_dir(args.cache)}", file=sys.stderr)
         return 1
-    summary = write_report(statuses, args.html, args.csv, str(args.cache), invalid=invalid)
+    run = gather_run(
+        args.cache,
+        args.destination,
+        image_list=str(args.file or ""),
+        source=args.source,
+    )
+    earlier = earlier_ids(paths, run.started)
+    summary = write_report(
+        statuses, args.html, args.csv, str(args.cache), invalid=invalid, run=run, earlier=earlier
+    )
     print(
         f"{args.html}, {args.csv}: {summary['images']} images ({summary['ok']} saved, "
         f"{summary['failed']} failed, {summary['skipped']} skipped, "

@@ -19,6 +19,7 @@ CACHE = SETTINGS.cache
 STATUS_DIR = status_dir(CACHE)
 SAVED_LIST = saved_list_path(CACHE)
 ARCHIVE_RECORD = checksum_path(SETTINGS.destination)
+VERIFY_LOG = "logs/verify.log"
 
 # How image jobs reach the registry. Not params: changing these must not re-save anything.
 JOB_OPTIONS = JobOptions(
@@ -45,3 +46,8 @@ def image_reference(wildcards):
 
 def all_statuses(wildcards):
     return [STATUS_DIR / f"{image_id}.json" for image_id in IMAGES]
+
+
+def verify_first(wildcards):
+    """When the run checks the archive too, the report waits for the verdict to show it."""
+    return ["save-verify.txt"] if "verify" in workflow.dag_settings.targets else []

@@ -3,10 +3,14 @@
 from hangar.save.plan import write_plan
 
 
+# The archive's files and checksums, and the verify verdict when its log is newer than the
+# archive, are read from disk; the run's start is the run lock's.
 rule report:
     input:
         statuses=all_statuses,
         saved_list=SAVED_LIST,
+        archive=ARCHIVE_RECORD,
+        verified=verify_first,
     output:
         html=report("save-report.html", category="Save"),
         csv="save-report.csv",
@@ -19,6 +23,10 @@ rule report:
         cache=CACHE,
         image_list=SETTINGS.file,
         source=SETTINGS.source,
+        arch=SETTINGS.arch,
+        os=SETTINGS.os,
+        destination=SETTINGS.destination,
+        verify_log=VERIFY_LOG,
     script:
         "../../scripts/report.py"
 
@@ -29,7 +37,7 @@ rule verify:
     output:
         "save-verify.txt",
     log:
-        "logs/verify.log",
+        VERIFY_LOG,
     localrule: True
     conda:
         "../../envs/hangar-save.yaml"
