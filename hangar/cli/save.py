@@ -67,11 +67,18 @@ CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
 DEFAULT_JOBS = 4
 # Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
-BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run", "--strict")
-# Flags taking a comma-separated list; repeating the flag adds to the list.
+BOOL_FLAGS = (
+    "--no-arch-os-fail",
+    "--tls-verify",
+    "--part",
+    "--debug",
+    "--dry-run",
+    "--strict",
+    "--skip-preflight",
+    "--ignore-free-space",
+)
 # Flags taking a comma-separated list; repeating the flag adds to the list.
 LIST_FLAGS = ("-a", "--arch", "--os")
-# Config keys -> the flags that set them, for error messages.
 # Config keys -> the flags that set them, for error messages.
 FLAG_OF_KEY = {
     "file": "-f/--file",
@@ -91,6 +98,8 @@ FLAG_OF_KEY = {
     "compress": "-c/--compress",
     "part": "--part",
     "part_size": "--part-size",
+    "preflight": "--skip-preflight",
+    "ignore_free_space": "--ignore-free-space",
 }
 
 
@@ -210,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
         "refuse a list with invalid lines, before any download (default: skip each with "
         "a warning, as hangar does)",
     )
+    add_bool_flag(
+        extra,
+        "--skip-preflight",
+        "start copying without the checks made first (arch/os names, one probe of each "
+        "registry, the credentials given for it); config: preflight: false",
+    )
+    add_bool_flag(
+        extra,
+        "--ignore-free-space",
+        "go on when the disk looks too small for an image or the archive (default: stop, "
+        "with the figures); config: ignore_free_space: true",
+    )
     extra.add_argument(
         "--cache",
         metavar="DIR",
@@ -296,6 +317,8 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "strict": args.strict,
         "tls_verify": args.tls_verify,
         "part": args.part,
+        "preflight": None if args.skip_preflight is None else not args.skip_preflight,
+        "ignore_free_space": args.ignore_free_space,
     }
     config.update({key: value for key, value in plain.items() if value is not None})
     jobs, jobs_warning = clamp_jobs(args.jobs, DEFAULT_JOBS)
