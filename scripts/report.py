@@ -7,15 +7,18 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from hangar.imagelist import load_image_list
 from hangar.save.report import human_size, read_statuses, write_report
+from hangar.status import unoffered_warning
 
 params = snakemake.params
 statuses = read_statuses(Path(path) for path in snakemake.input.statuses)
+unoffered = unoffered_warning((status for _, status in statuses), params.arch, params.os)
 summary = write_report(
     statuses,
     Path(snakemake.output.html),
     Path(snakemake.output.csv),
     str(params.cache),
     invalid=load_image_list(params.image_list, params.source).skipped,
+    warnings=[unoffered] if unoffered else [],
 )
 with open(snakemake.log[0], "w") as log:
     print(
@@ -26,3 +29,5 @@ with open(snakemake.log[0], "w") as log:
         f"{summary['retries']} retries",
         file=log,
     )
+    if unoffered:
+        print(unoffered, file=log)

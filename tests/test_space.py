@@ -21,6 +21,7 @@ from hangar.save.space import (
     check_image_space,
     known_blobs,
 )
+from hangar.status import ImageStatus, unoffered_warning
 
 Usage = namedtuple("Usage", "total used free")
 MiB = 1 << 20
@@ -113,3 +114,24 @@ def test_the_archive_needs_about_the_saved_size(
     )
     assert "--ignore-free-space" in str(raised.value)
     check_archive_space(tmp_path, tmp_path / "out", sizes, "dir")  # links: fits
+
+
+def status(*available: str) -> ImageStatus:
+    return ImageStatus("reg/a:1", "reg/a", "1", "ok", available=list(available))
+
+
+def test_requested_names_no_image_offers_are_one_warning() -> None:
+    statuses = [status("linux/amd64", "linux/arm/v7"), status("windows/amd64 (10.0.17763)")]
+    assert unoffered_warning(statuses, ["amd64", "arm"], ["linux", "windows"]) == ""
+    assert unoffered_warning(statuses, ["amd64", "s390x"], ["linux"]) == (
+        "WARNING: no image offers arch s390x: nothing was saved for it"
+    )
+    assert unoffered_warning(statuses, ["s390x", "mips64"], ["linux", "plan9"]) == (
+        "WARNING: no image offers arch s390x, arch mips64, os plan9: nothing was saved for them"
+    )
+    # the defaults (amd64,arm64 and linux,windows) are no one's request: not named
+    amd64_only = [status("linux/amd64")]
+    assert unoffered_warning(amd64_only, ["amd64", "arm64"], ["linux", "windows"]) == ""
+    # nothing read (every image failed), or only artifacts: nothing is known
+    assert unoffered_warning([status()], ["s390x"], ["linux"]) == ""
+    assert unoffered_warning([status("artifact application/x")], ["s390x"], ["linux"]) == ""

@@ -61,6 +61,7 @@ from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_
 from hangar.layout import checksum_path, part_path, state_path
 from hangar.runlock import run_lock_holder
 from hangar.settings import ConfigError, Settings, complete_config
+from hangar.status import unoffered_warning
 from hangar.units import human_size
 
 CONFIG_NAME = "cli-config.yaml"
@@ -480,6 +481,8 @@ def report(
     tally = watcher.tally(final=True)
     statuses = watcher.statuses()
     lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
+    if unoffered := unoffered_warning(statuses.values(), settings.arch, settings.os):
+        lines.append(unoffered)
     for line in lines:
         say(line)
     if signals:

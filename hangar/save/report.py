@@ -232,6 +232,7 @@ span.num { display: block; text-align: right; white-space: nowrap; }
 .state-skipped { color: #a16207; font-weight: bold; }
 .state-invalid { color: #a16207; font-weight: bold; }
 .note { color: #4b5563; font-size: 12px; }
+p.warning { color: #a16207; font-weight: bold; }
 """
 
 
@@ -279,7 +280,9 @@ def table_html(table: pd.DataFrame) -> str:
     return rendered
 
 
-def render_html(table: pd.DataFrame, title: str, generated: str, source: str) -> str:
+def render_html(
+    table: pd.DataFrame, title: str, generated: str, source: str, warnings: Sequence[str] = ()
+) -> str:
     summary = totals(table)
     _, chart_note = chart_rows(table)
     boxes = [
@@ -310,6 +313,7 @@ The same table is in the CSV file beside this page.</p>
 <div class="totals" id="totals">
 {chr(10).join(boxes)}
 </div>
+{"".join(f'<p class="warning">{html.escape(line)}</p>' for line in warnings)}
 <h2>Bytes and time per image</h2>
 {note}
 {chart_svg(table)}
@@ -334,12 +338,13 @@ def write_report(
     source: str,
     title: str = "Image save report",
     invalid: Sequence[SkippedLine] = (),
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the page and the CSV; returns the totals."""
+    """Write the page (``warnings`` below its totals) and the CSV; returns the totals."""
     table = frame(statuses, invalid)
     generated = datetime.now().astimezone().replace(microsecond=0).isoformat()
     write_atomic(csv_path, table.to_csv(index=False))
-    write_atomic(html_path, render_html(table, title, generated, source))
+    write_atomic(html_path, render_html(table, title, generated, source, warnings))
     return totals(table)
 
 

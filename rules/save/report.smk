@@ -19,6 +19,8 @@ rule report:
         cache=CACHE,
         image_list=SETTINGS.file,
         source=SETTINGS.source,
+        arch=SETTINGS.arch,
+        os=SETTINGS.os,
     script:
         "../../scripts/report.py"
 
