@@ -198,6 +198,7 @@ def test_credentials_are_one_line_before_any_copy_and_never_shown(
         else:
             expected = f"preflight: registry {host} requires credentials and none are given"
         assert expected in errors[0], done.stderr
+        assert not any(line.startswith("saved ") for line in done.stderr.splitlines()), "summary"
         assert no_status_written(workdir)
         assert wrong not in done.stdout + done.stderr
     for path in workdir.rglob("*"):

@@ -483,7 +483,8 @@ def report(
     lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
     if unoffered := unoffered_warning(statuses.values(), settings.arch, settings.os):
         lines.append(unoffered)
-    for line in lines:
+    stopped_first = returncode != 0 and not signals and not any(map(watcher.is_new, watcher.ids))
+    for line in [] if stopped_first else lines:  # stopped before any image: the error says it
         say(line)
     if signals:
         error(
