@@ -88,7 +88,8 @@ def platform_problems(arch: Iterable[str], os_names: Iterable[str]) -> list[str]
     return name_problems("arch", arch, GOARCH) + name_problems("os", os_names, GOOS)
 
 
-def _host_port(registry: str) -> tuple[str, int | None]:
+def api_address(registry: str) -> tuple[str, int | None]:
+    """Host and port that serve ``registry``'s API (Docker Hub's is registry-1.docker.io)."""
     host = _API_HOST.get(registry, registry)
     if host.startswith("[") or host.count(":") != 1:
         return host, None
@@ -106,19 +107,12 @@ def tls_context(tls_verify: bool, cert_dir: str = "") -> ssl.SSLContext:
     return context
 
 
-def probe(
-    registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS, cert_dir: str = ""
-) -> str:
-    """ "" when ``registry`` answers on /v2/, else the problem in plain words."""
-    return reach(registry, tls_verify, timeout, cert_dir)[1]
-
-
 def reach(
     registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS, cert_dir: str = ""
 ) -> tuple[str, str]:
     """``(scheme, "")`` when ``registry`` answers on /v2/ (``https``, or ``http`` when TLS is
     not verified and it speaks plain HTTP), else ``("", the problem in plain words)``."""
-    host, port = _host_port(registry)
+    host, port = api_address(registry)
     try:
         socket.create_connection((host, port or 443), timeout=timeout).close()
     except OSError as error:
@@ -148,11 +142,6 @@ def reach(
         return "", f"registry {registry} unreachable ({error.strerror or error})"
     finally:
         https.close()
-
-
-def api_address(registry: str) -> tuple[str, int | None]:
-    """Host and port that serve ``registry``'s API (Docker Hub's is registry-1.docker.io)."""
-    return _host_port(registry)
 
 
 def _answers_http(host: str, port: int, timeout: float) -> bool:
