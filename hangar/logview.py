@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from hangar.imagelist import ImageList
 from hangar.layout import checksum_path
 from hangar.settings import Settings
+from hangar.status import unoffered_warning
 
 RUN_ATTRIBUTE = "hangar_run"
 # Set to "full" (as `hangar save` does for its Snakemake): Snakemake's own log, unchanged.
@@ -181,6 +182,8 @@ class SaveLogView:
             return
         where = f" (log: {logs[0]})" if logs else ""
         reason = reason.removeprefix("ERROR: ").removeprefix("ERROR ") or "see its log"
+        if reason in self._errors:
+            return  # the job's exception, already shown as it is: one line is enough
         text = f"step {rule} failed: {reason}{where}"
         self._errors.append(text)
         self._say(f"ERROR: {text}")
@@ -232,6 +235,9 @@ class SaveLogView:
             str(settings.failed),
             invalid=self._run.image_list.skipped,
         )
+        statuses = self._watcher.statuses().values()
+        if unoffered := unoffered_warning(statuses, settings.arch, settings.os):
+            lines.append(unoffered)
         lines += self._extra_lines
         log_hint = f" (Snakemake's full log: {self._full_log})" if self._full_log else ""
         if tally.saved == 0 and tally.done == tally.total:

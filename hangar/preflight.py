@@ -4,17 +4,24 @@
   mean": ``-a amd46`` is refused before the list is inspected;
 * one ``/v2/`` probe per distinct registry still to be read: unreachable is one line and the
   run stops; a registry speaking plain HTTP while TLS is verified gets the ``--tls-verify=false``
-  hint. Any HTTP answer (200, 401) counts as reachable: credentials are checked by the copy.
+  hint;
+* where it answers, credentials (``hangar.authcheck``): those given for it (SOURCE_USERNAME and
+  SOURCE_PASSWORD for the one registry they apply to, a REGISTRY_AUTH_FILE entry) are tried once;
+  a registry that refuses anonymous access and has none is named. Credentials never appear in a
+  message.
 """
 
 from __future__ import annotations
 
 import difflib
 import http.client
+import os
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+
+from hangar.imagelist import ImageRef
 
 GOARCH = (
     "386",
@@ -57,6 +64,10 @@ PROBE_SECONDS = 5.0
 _API_HOST = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
 
+# What a registry's credentials check says: problems, given the registry and its scheme.
+CredentialCheck = Callable[[str, str], list[str]]
+
+
 class PreflightError(Exception):
     """What is wrong, one line per problem."""
 
@@ -77,7 +88,8 @@ def platform_problems(arch: Iterable[str], os_names: Iterable[str]) -> list[str]
     return name_problems("arch", arch, GOARCH) + name_problems("os", os_names, GOOS)
 
 
-def _host_port(registry: str) -> tuple[str, int | None]:
+def api_address(registry: str) -> tuple[str, int | None]:
+    """Host and port that serve ``registry``'s API (Docker Hub's is registry-1.docker.io)."""
     host = _API_HOST.get(registry, registry)
     if host.startswith("[") or host.count(":") != 1:
         return host, None
@@ -95,38 +107,39 @@ def tls_context(tls_verify: bool, cert_dir: str = "") -> ssl.SSLContext:
     return context
 
 
-def probe(
+def reach(
     registry: str, tls_verify: bool, timeout: float = PROBE_SECONDS, cert_dir: str = ""
-) -> str:
-    """ "" when ``registry`` answers on /v2/, else the problem in plain words."""
-    host, port = _host_port(registry)
+) -> tuple[str, str]:
+    """``(scheme, "")`` when ``registry`` answers on /v2/ (``https``, or ``http`` when TLS is
+    not verified and it speaks plain HTTP), else ``("", the problem in plain words)``."""
+    host, port = api_address(registry)
     try:
         socket.create_connection((host, port or 443), timeout=timeout).close()
     except OSError as error:
         cause = "timed out" if isinstance(error, TimeoutError) else error.strerror or str(error)
-        return f"registry {registry} unreachable ({cause})"
+        return "", f"registry {registry} unreachable ({cause})"
     context = tls_context(tls_verify, cert_dir)
     https = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
     try:
         https.request("GET", "/v2/")
         https.getresponse().read()
-        return ""
+        return "https", ""
     except ssl.SSLCertVerificationError:
-        return (
+        return "", (
             f"TLS certificate of registry {registry} not trusted: add its CA with --cert-dir "
             "(config: cert_dir), or use --tls-verify=false"
         )
     except (ssl.SSLError, ConnectionError, http.client.HTTPException) as https_error:
         if _answers_http(host, port or 80, timeout):
             if tls_verify:
-                return (
+                return "", (
                     f"registry {registry} speaks plain HTTP: use --tls-verify=false "
                     "(config: tls_verify: false)"
                 )
-            return ""
-        return f"registry {registry} does not answer HTTPS on /v2/ ({https_error})"
+            return "http", ""
+        return "", f"registry {registry} does not answer HTTPS on /v2/ ({https_error})"
     except OSError as error:
-        return f"registry {registry} unreachable ({error.strerror or error})"
+        return "", f"registry {registry} unreachable ({error.strerror or error})"
     finally:
         https.close()
 
@@ -143,24 +156,47 @@ def _answers_http(host: str, port: int, timeout: float) -> bool:
         plain.close()
 
 
-def registry_problems(registries: Iterable[str], tls_verify: bool, cert_dir: str = "") -> list[str]:
+def registry_problems(
+    registries: Iterable[str],
+    tls_verify: bool,
+    cert_dir: str = "",
+    credentials: CredentialCheck | None = None,
+) -> list[str]:
+    """One probe per registry; where it answers, the credentials check (``credentials``)."""
     problems = []
     for registry in sorted(set(registries)):
-        if problem := probe(registry, tls_verify, cert_dir=cert_dir):
+        scheme, problem = reach(registry, tls_verify, cert_dir=cert_dir)
+        if problem:
             problems.append(problem)
+        elif credentials is not None:
+            problems += credentials(registry, scheme)
     return problems
 
 
 def check(
     arch: Iterable[str],
     os_names: Iterable[str],
-    registries: Iterable[str],
+    references: Iterable[ImageRef],
     tls_verify: bool,
     cert_dir: str = "",
+    credentials_registry: str = "docker.io",
+    environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Raise PreflightError naming every problem found (names first: they need no network)."""
+    """Raise PreflightError naming every problem found (names first: they need no network).
+
+    ``references`` are the images still to be read; SOURCE_USERNAME/SOURCE_PASSWORD of
+    ``environ`` are for ``credentials_registry`` only, as in the image jobs (hangar.authcheck)."""
     problems = platform_problems(arch, os_names)
     if not problems:
-        problems = registry_problems(registries, tls_verify, cert_dir)
+        from hangar.authcheck import Authentication
+
+        refs = list(references)
+        env = os.environ if environ is None else environ
+        auth = Authentication.of(refs, credentials_registry, env)
+        problems = auth.file_problems()
+        check_credentials = auth.bind(tls_verify, cert_dir, PROBE_SECONDS)
+        problems += registry_problems(
+            (ref.registry for ref in refs), tls_verify, cert_dir, check_credentials
+        )
     if problems:
         raise PreflightError("\n".join(f"preflight: {problem}" for problem in problems))

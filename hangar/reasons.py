@@ -63,6 +63,10 @@ _KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+class PlainError(Exception):
+    """An error whose message already is the plain reason: a failed step shows it as it is."""
+
+
 @dataclass(frozen=True)
 class Reason:
     kind: str  # one of _KINDS, or "other"
@@ -164,6 +168,8 @@ def _names(references: Iterable[str], shown: int = 3) -> str:
 
 def step_error_line(error: BaseException, writing: str | Path) -> str:
     """The ``ERROR: …`` line a failed step ends its log with: the cause, in plain words."""
+    if isinstance(error, PlainError):
+        return f"ERROR: {error}"
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         where = Path(error.filename).parent if error.filename else Path(writing).absolute().parent
         try:

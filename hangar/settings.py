@@ -96,6 +96,7 @@ class Settings:
     compress: Compress
     part_size: int | None
     verify: Verify
+    ignore_free_space: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> Settings:
@@ -145,6 +146,7 @@ class Settings:
             compress=compress,
             part_size=part_size,
             verify=config["verify"],
+            ignore_free_space=bool(config.get("ignore_free_space", False)),
         )
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from hangar.settings import schema_defaults
 
 State = Literal["ok", "failed", "skipped"]
 
@@ -88,6 +91,35 @@ class ImageStatus:
     @classmethod
     def read(cls, path: str | Path) -> ImageStatus:
         return cls.from_json(Path(path).read_text())
+
+
+def unoffered_warning(
+    statuses: Iterable[ImageStatus], arch: Sequence[str], os_names: Sequence[str]
+) -> str:
+    """``WARNING: no image offers arch s390x: …`` for each requested arch or os that no image
+    of the run had (from the platforms the statuses record as available), or "".
+
+    A key left at the schema's default is not the user's request (``os`` defaults to linux and
+    windows, and most lists have no windows image): only a chosen value is named."""
+    offered: dict[str, set[str]] = {"arch": set(), "os": set()}
+    for status in statuses:
+        for platform in status.available:
+            parts = platform.split(" ", 1)[0].split("/")
+            if not platform.startswith("artifact ") and len(parts) >= 2:
+                offered["os"].add(parts[0])
+                offered["arch"].add(parts[1])
+    if not offered["arch"]:
+        return ""  # no image was read: nothing is known of what they offer
+    defaults = schema_defaults()
+    names = []
+    for key, wanted in (("arch", arch), ("os", os_names)):
+        if list(wanted) == list(defaults[key]):
+            continue
+        names += [f"{key} {name}" for name in wanted if name not in offered[key]]
+    if not names:
+        return ""
+    them = "it" if len(names) == 1 else "them"
+    return f"WARNING: no image offers {', '.join(names)}: nothing was saved for {them}"
 
 
 def write_atomic(path: str | Path, text: str) -> None:

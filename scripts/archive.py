@@ -19,6 +19,7 @@ with open(snakemake.log[0], "w") as log:
             params.compress,
             params.part_size,
             snakemake.threads,
+            check_space=not snakemake.config.get("ignore_free_space", False),
         )
     except Exception as error:  # the cause goes to the log, whose last line the run shows
         traceback.print_exc(file=log)

@@ -16,6 +16,7 @@ from hangar.save.report import (
     read_statuses,
     write_report,
 )
+from hangar.status import unoffered_warning
 
 params = snakemake.params
 paths = [Path(path) for path in snakemake.input.statuses]
@@ -30,6 +31,7 @@ run = gather_run(
     source=params.source,
     finished=time.time(),
 )
+unoffered = unoffered_warning((status for _, status in statuses), params.arch, params.os)
 summary = write_report(
     statuses,
     Path(snakemake.output.html),
@@ -38,6 +40,7 @@ summary = write_report(
     invalid=load_image_list(params.image_list, params.source).skipped,
     run=run,
     earlier=earlier_ids(paths, run.started),
+    warnings=[unoffered] if unoffered else [],
 )
 wall = run.wall_seconds
 with open(snakemake.log[0], "w") as log:
@@ -52,3 +55,5 @@ with open(snakemake.log[0], "w") as log:
         + (f"; wall time {human_duration(wall)}" if wall is not None else ""),
         file=log,
     )
+    if unoffered:
+        print(unoffered, file=log)

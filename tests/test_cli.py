@@ -343,6 +343,7 @@ def test_help_names_every_flag_and_the_jobs_default(workdir: Path) -> None:
     flags = "-f, --file -d, --destination -s, --source -a, --arch --os --no-arch-os-fail -j, "
     flags += "--jobs --part --part-size -o, --failed, --output -c, --compress --tls-verify "
     flags += "--debug -h, --help --dry-run --cache --retry-times --cert-dir SOURCE_REGISTRY "
+    flags += "--skip-preflight --ignore-free-space "
     flags += "SOURCE_USERNAME SOURCE_PASSWORD"
     for flag in flags.split(" "):
         assert flag in done.stdout
@@ -683,3 +684,41 @@ def test_a_profile_after_the_separator_keeps_its_own_job_counts() -> None:
     cluster = snakemake_command(Path("c.yaml"), 7, ["--profile", "my-slurm"])
     assert "--cores" not in cluster and "--jobs" not in cluster
     assert cluster[-2:] == ["--profile", "my-slurm"]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ([], {}),
+        (["--skip-preflight"], {"preflight": False}),
+        (["--skip-preflight=false"], {"preflight": True}),
+        (["--ignore-free-space"], {"ignore_free_space": True}),
+        (["--skip-preflight", "--ignore-free-space=false"], {"preflight": False,
+                                                            "ignore_free_space": False}),
+    ],
+)  # fmt: skip
+def test_skip_preflight_and_ignore_free_space_set_their_config_keys(
+    words: list[str], expected: dict[str, bool]
+) -> None:
+    config = cli.parse_save_args(["-f", "l", *words], {}).config
+    assert {key: config[key] for key in ("preflight", "ignore_free_space") if key in config} == (
+        expected
+    )
+    completed = cli.complete_flags_config(config)
+    assert completed["preflight"] is expected.get("preflight", True)
+    assert completed["ignore_free_space"] is expected.get("ignore_free_space", False)
+
+
+@pytest.mark.parametrize("words", [["version"], ["-v"], ["--version"], ["--debug", "version"]])
+def test_version_is_one_line_naming_the_tool(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.metadata import version
+
+    from hangar.cli.main import main
+
+    assert main(words) == 0  # hangar v1.6's test suite runs all three and wants status 0
+    assert capsys.readouterr().out == (
+        f"hangar (hangar-save {version('hangar-save')}, a Snakemake workflow compatible with "
+        "hangar v1.6 archives)\n"
+    )

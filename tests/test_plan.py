@@ -232,8 +232,10 @@ def test_warns_and_exits_3_when_it_will_not_fit(
     )
     assert code == planner.EXIT_NO_SPACE
     warning = next(line for line in lines if line.startswith("WARNING"))
-    assert "the save will not fit" in warning
-    assert "4.9 KiB free" in warning
+    where = settings.cache.parent
+    assert warning.startswith(f"WARNING: the save will not fit: no space on {where}")
+    assert "for the cache and the archive: needs " in warning
+    assert ", 4.9 KiB free (short by " in warning
     assert (tmp_path / "p.csv").is_file()
 
 

@@ -8,10 +8,12 @@ import os
 import pty
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.images import PushedImage
+from support.faultproxy import MountUnavailable, small_filesystem
+from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry
 from workflow import SNAKEFILE
 
@@ -134,3 +136,120 @@ def test_unreachable_registry_is_one_line(workdir: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.count("ERROR") == 1, done.stderr
     assert "preflight: registry 127.0.0.1:1 unreachable" in done.stderr
+
+
+def run_in(
+    workdir: Path, command: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "HOME": str(workdir), **(env or {})}  # no auth files of the machine
+    for name in ("SOURCE_USERNAME", "SOURCE_PASSWORD", "REGISTRY_AUTH_FILE"):
+        if env is None or name not in env:
+            environ.pop(name, None)
+    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600,
+                          env=environ)  # fmt: skip
+
+
+def hangar_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hangar.cli.main", *args]
+
+
+def no_status_written(workdir: Path, cache: Path | None = None) -> bool:
+    status = (cache or workdir / "saved-image-cache") / ".hangar" / "status"
+    return not status.exists() or not list(status.glob("*.json"))
+
+
+def test_an_arch_no_image_offers_is_one_warning_in_both_summaries_and_the_report(
+    workdir: Path, registry: Registry, sample_images: dict[str, PushedImage]
+) -> None:
+    demo_dir(workdir, registry, sample_images, arch="[amd64, mips64le]")
+    warning = "WARNING: no image offers arch mips64le: nothing was saved for it"
+    done = in_pipe(workdir)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).splitlines().count(warning) == 1, done.stderr
+    assert warning in (workdir / "save-report.html").read_text()
+    # hangar save says it too (everything is saved by now: the statuses are what it reads)
+    args = ["save", "-f", "images.txt", "--tls-verify=false", "-a", "amd64,mips64le"]
+    again = run_in(workdir, hangar_command(*args))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines().count(warning) == 1, again.stderr
+
+
+@pytest.mark.parametrize("given", ["wrong", "none"])
+def test_credentials_are_one_line_before_any_copy_and_never_shown(
+    workdir: Path, auth_registry: Registry, given: str
+) -> None:
+    user, password = auth_registry.credentials or ("", "")
+    host = auth_registry.host
+    (workdir / "images.txt").write_text(f"{host}/private/app:1.0\n{host}/private/other:2\n")
+    (workdir / "my.yaml").write_text("file: images.txt\ntls_verify: false\n")
+    wrong = "Wr0ng-" + password
+    env = {"SOURCE_USERNAME": user, "SOURCE_PASSWORD": wrong} if given == "wrong" else {}
+    for command in (readme_command("my.yaml"), hangar_command("save", "-f", "images.txt",
+                                                              "--tls-verify=false")):  # fmt: skip
+        done = run_in(workdir, command, env)
+        assert done.returncode == 1
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        if given == "wrong":
+            expected = (
+                f"preflight: registry {host} refused the credentials of "
+                "SOURCE_USERNAME/SOURCE_PASSWORD (HTTP 401): correct SOURCE_USERNAME and "
+                f"SOURCE_PASSWORD (they are used for {host})"
+            )
+        else:
+            expected = f"preflight: registry {host} requires credentials and none are given"
+        assert expected in errors[0], done.stderr
+        assert not any(line.startswith("saved ") for line in done.stderr.splitlines()), "summary"
+        assert no_status_written(workdir)
+        assert wrong not in done.stdout + done.stderr
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert wrong.encode() not in path.read_bytes(), path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    try:
+        with small_filesystem(tmp_path / "small-disk", "8m") as mount:
+            yield mount
+    except MountUnavailable as reason:
+        pytest.skip(f"no small file system: {reason}")
+
+
+def test_an_image_the_cache_disk_will_not_hold_stops_the_run_before_its_copy(
+    workdir: Path, registry: Registry, small_disk: Path
+) -> None:
+    image = push_image(registry.host, "rancher/big", "1", [LINUX_AMD64], kind="oci-single",
+                       base_seed="big-image", layer_size=3 << 20)  # fmt: skip
+    (workdir / "images.txt").write_text(image.ref + "\n")
+    cache = small_disk / "cache"
+    (workdir / "my.yaml").write_text(f"file: images.txt\ntls_verify: false\ncache: {cache}\n")
+    done = in_pipe(workdir)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == [
+        f"ERROR: no space left on {cache}: {image.ref} needs 22.0 MiB, 8.0 MiB free"
+    ], done.stderr
+    share = cache / "share" / "sha256"
+    assert not share.exists() or all(p.stat().st_size < 1 << 20 for p in share.iterdir())
+    assert no_status_written(workdir, cache)
+
+
+def test_an_archive_its_disk_will_not_hold_is_refused_with_the_figures(
+    workdir: Path, registry: Registry, small_disk: Path
+) -> None:
+    image = push_image(registry.host, "rancher/big-archive", "1", [LINUX_AMD64],
+                       kind="oci-single", base_seed="big-archive", layer_size=5 << 20)  # fmt: skip
+    (workdir / "images.txt").write_text(image.ref + "\n")
+    destination = small_disk / "saved-images.tar.gz"
+    (workdir / "my.yaml").write_text(
+        f"file: images.txt\ntls_verify: false\ndestination: {destination}\n"
+    )
+    done = in_pipe(workdir)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors[0].startswith(
+        f"ERROR: step archive failed: no space left on {small_disk} for the archive: it needs "
+        "about 10."
+    ), done.stderr
+    assert "MiB free; free some space or choose another destination" in errors[0]
+    assert [p.name for p in small_disk.iterdir() if not p.name.endswith(".lock")] == []

@@ -15,6 +15,8 @@ TOOL_MODULES = {
     "verify": "hangar.verify",
 }
 
+DISTRIBUTION = "hangar-save"
+COMPATIBLE_WITH = "v1.6"
 # hangar v1.6's persistent flags: given before the command, they apply to it.
 GLOBAL_FLAGS = ("--debug", "--tls-verify")
 
@@ -30,12 +32,28 @@ commands:
   plan        resolve a list without downloading: sizes to fetch, free disk, missing platforms
   verify      check an archive (parts, checksums, every blob) without extracting it
   report      write save-report.html and save-report.csv for a cache
+  version     show the version (as -v, --version)
 
 flags (as hangar's, they apply to the command that follows):
   --debug               show Snakemake's output and the skopeo commands
   --tls-verify[=BOOL]   require HTTPS and verify certificates (default true)
-  --version             show the version and exit
+  -v, --version         show the version and exit
   -h, --help            show this help and exit"""
+
+
+def version_line() -> str:
+    """One line naming this tool, as ``hangar version``, ``-v`` and ``--version`` print it (hangar
+    v1.6's own test suite runs all three and expects exit status 0)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version(DISTRIBUTION)
+    except PackageNotFoundError:  # a plain checkout on sys.path, not installed
+        release = "unknown version"
+    return (
+        f"{PROGRAM} ({DISTRIBUTION} {release}, a Snakemake workflow compatible with "
+        f"hangar {COMPATIBLE_WITH} archives)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,10 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if word in ("-h", "--help"):
             say(TOP_HELP, sys.stdout)
             return EXIT_OK
-        if word == "--version":
-            from importlib.metadata import version
-
-            say(f"{PROGRAM} {version('hangar-save')}", sys.stdout)
+        if word in ("-v", "--version"):
+            say(version_line(), sys.stdout)
             return EXIT_OK
         name, equals, value = word.partition("=")
         if name in GLOBAL_FLAGS:
@@ -66,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(TOP_HELP, sys.stdout)
         return EXIT_OK
     command, rest = words[0], words[1:]
+    if command == "version":
+        say(version_line(), sys.stdout)
+        return EXIT_OK
     if command in TOOL_MODULES:
         for flag in global_flags:
             name, _, value = flag.partition("=")

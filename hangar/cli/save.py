@@ -61,17 +61,25 @@ from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_
 from hangar.layout import checksum_path, part_path, state_path
 from hangar.runlock import run_lock_holder
 from hangar.settings import ConfigError, Settings, complete_config
+from hangar.status import unoffered_warning
 from hangar.units import human_size
 
 CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
 DEFAULT_JOBS = 4
 # Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
-BOOL_FLAGS = ("--no-arch-os-fail", "--tls-verify", "--part", "--debug", "--dry-run", "--strict")
-# Flags taking a comma-separated list; repeating the flag adds to the list.
+BOOL_FLAGS = (
+    "--no-arch-os-fail",
+    "--tls-verify",
+    "--part",
+    "--debug",
+    "--dry-run",
+    "--strict",
+    "--skip-preflight",
+    "--ignore-free-space",
+)
 # Flags taking a comma-separated list; repeating the flag adds to the list.
 LIST_FLAGS = ("-a", "--arch", "--os")
-# Config keys -> the flags that set them, for error messages.
 # Config keys -> the flags that set them, for error messages.
 FLAG_OF_KEY = {
     "file": "-f/--file",
@@ -91,6 +99,8 @@ FLAG_OF_KEY = {
     "compress": "-c/--compress",
     "part": "--part",
     "part_size": "--part-size",
+    "preflight": "--skip-preflight",
+    "ignore_free_space": "--ignore-free-space",
 }
 
 
@@ -210,6 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
         "refuse a list with invalid lines, before any download (default: skip each with "
         "a warning, as hangar does)",
     )
+    add_bool_flag(
+        extra,
+        "--skip-preflight",
+        "start copying without the checks made first (arch/os names, one probe of each "
+        "registry, the credentials given for it); config: preflight: false",
+    )
+    add_bool_flag(
+        extra,
+        "--ignore-free-space",
+        "go on when the disk looks too small for an image or the archive (default: stop, "
+        "with the figures); config: ignore_free_space: true",
+    )
     extra.add_argument(
         "--cache",
         metavar="DIR",
@@ -296,6 +318,8 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         "strict": args.strict,
         "tls_verify": args.tls_verify,
         "part": args.part,
+        "preflight": None if args.skip_preflight is None else not args.skip_preflight,
+        "ignore_free_space": args.ignore_free_space,
     }
     config.update({key: value for key, value in plain.items() if value is not None})
     jobs, jobs_warning = clamp_jobs(args.jobs, DEFAULT_JOBS)
@@ -457,7 +481,10 @@ def report(
     tally = watcher.tally(final=True)
     statuses = watcher.statuses()
     lines = summary_lines(tally, statuses, seconds, str(settings.failed), invalid=context.invalid)
-    for line in lines:
+    if unoffered := unoffered_warning(statuses.values(), settings.arch, settings.os):
+        lines.append(unoffered)
+    stopped_first = returncode != 0 and not signals and not any(map(watcher.is_new, watcher.ids))
+    for line in [] if stopped_first else lines:  # stopped before any image: the error says it
         say(line)
     if signals:
         error(

@@ -54,6 +54,7 @@ from hangar.save.compressor import (
     is_compressed,
     open_compressor,
 )
+from hangar.save.space import check_archive_space
 
 Compress = Literal["gzip", "zstd", "dir"]
 
@@ -618,8 +619,10 @@ def build_archive(
     compress: Compress,
     part_size: int | None,
     threads: int,
+    check_space: bool = True,
 ) -> ArchiveResult:
-    """Archive the saved images of `cache` to `destination` (see the module docstring)."""
+    """Archive the saved images of `cache` to `destination` (see the module docstring);
+    ``check_space``: refuse first (NoSpaceError) when its file system will not hold it."""
     if compress not in ("gzip", "zstd", "dir"):
         raise ValueError(f"invalid compress format {compress!r}: expected gzip, zstd or dir")
     if part_size is not None and (compress == "dir" or part_size <= 0):
@@ -639,6 +642,9 @@ def build_archive(
             files = [dest] if compress == "dir" else [base / name for name in names]
             return ArchiveResult(tuple(files), sum(sizes.values()), False, checksums)
         _remove_leftovers(dest)
+        if check_space:
+            sizes_in = [entry.size for entry in selection.entries if entry.source is not None]
+            check_archive_space(cache, dest, sizes_in, compress)
         token = secrets.token_hex(6)
         if compress == "dir":
             files, size, text, sizes = _build_dir(selection, dest, token)

@@ -24,6 +24,7 @@ from hangar.platforms import Platform, manifest_digest, select
 from hangar.ratelimit import RateGate
 from hangar.resolve import Artifact, artifact_folder, resolve
 from hangar.save.claims import Claim, claim_all
+from hangar.save.space import check_image_space
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar.status import ImageStatus, SavedArtifact, SavedPlatform, write_atomic
 
@@ -168,6 +169,7 @@ def save_image(
     skopeo: Skopeo,
     log: Callable[[str], None],
     lines: tuple[int, ...] = (),
+    check_space: bool = True,
 ) -> ImageStatus:
     reference = str(ref)
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
@@ -175,6 +177,8 @@ def save_image(
     try:
         resolved = resolve(skopeo, ref.pull_reference)
         if resolved.artifact is not None:
+            if check_space:
+                check_image_space(cache, reference, resolved, [], log)
             status.artifact = save_artifact(skopeo, ref, resolved.artifact, cache, log)
             status.available = [f"artifact {resolved.artifact.artifact_type}"]
             return _finished(status, skopeo, started)
@@ -199,6 +203,8 @@ def save_image(
                 f"the folder {holder.describe()} already holds: not saved; {reference}{where} "
                 "and that image need different tags"
             )
+        if check_space and chosen:
+            check_image_space(cache, reference, resolved, chosen, log)
         for platform in chosen:
             folder = platform.folder(ref.source, ref.tag)
             log(f"copying {platform} as {ref.source}:{platform.copied_tag(ref.tag)} -> {folder}")
@@ -261,6 +267,7 @@ class JobOptions:
     retry_times: int = 3
     retry_delay: float = 1.0
     timeout: float = 600.0
+    ignore_free_space: bool = False  # copy even when the cache's disk looks too small
     # list line numbers by image id, for errors that name two images
     lines: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -288,7 +295,17 @@ def run_job(
         with credentials_file(ref.registry, for_registry=options.credentials_registry) as authfile:
             skopeo = Skopeo.from_settings(options, authfile, log, RateGate(ratelimit_dir(cache)))
             lines = options.lines.get(ref.image_id, ())
-            status = save_image(ref, cache, arch, os_names, no_arch_os_fail, skopeo, log, lines)
+            status = save_image(
+                ref,
+                cache,
+                arch,
+                os_names,
+                no_arch_os_fail,
+                skopeo,
+                log,
+                lines,
+                check_space=not options.ignore_free_space,
+            )
         write_atomic(status_path, status.to_json())
         saved = ", ".join(f"{p.OS}/{p.Arch}{p.Variant}" for p in status.saved)
         saved = saved or ("the artifact" if status.artifact else "nothing")

@@ -446,10 +446,11 @@ def summary_lines(plan: Plan) -> list[str]:
         )
     for space in plan.spaces:
         if not space.fits:
+            what = " and the ".join(space.roles)
             lines.append(
-                f"WARNING: the save will not fit: {space.path} needs {human_size(space.need)} "
-                f"for the {' and '.join(space.roles)} but has {human_size(space.free)} free "
-                f"(short by {human_size(space.need - space.free)})"
+                f"WARNING: the save will not fit: no space on {space.path} for the {what}: "
+                f"needs {human_size(space.need)}, {human_size(space.free)} free (short by "
+                f"{human_size(space.need - space.free)})"
             )
     return lines
 

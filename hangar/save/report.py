@@ -395,6 +395,7 @@ table.facts td.num { text-align: right; white-space: nowrap; }
 table.facts td.detail { color: #4b5563; font-size: 12px; max-width: 40em; }
 #failures tr.failed td { background: #fef2f2; }
 code.sha { font-size: 12px; }
+p.warning { color: #a16207; font-weight: bold; }
 """
 
 
@@ -571,7 +572,12 @@ def run_html(run: RunFacts, summary: dict[str, Any]) -> str:
 
 
 def render_html(
-    table: pd.DataFrame, title: str, generated: str, source: str, run: RunFacts | None = None
+    table: pd.DataFrame,
+    title: str,
+    generated: str,
+    source: str,
+    run: RunFacts | None = None,
+    warnings: Sequence[str] = (),
 ) -> str:
     run = run or RunFacts()
     summary = totals(table)
@@ -610,6 +616,7 @@ The same table is in the CSV file beside this page.</p>
 <div class="totals" id="totals">
 {chr(10).join(boxes)}
 </div>
+{"".join(f'<p class="warning">{html.escape(line)}</p>' for line in warnings)}
 <p class="note">Sum of the images: each image's platforms counted in full. Unique blobs: what
 the archive holds, every layer shared between images counted once.</p>
 <h2>Bytes and time per image</h2>
@@ -638,12 +645,13 @@ def write_report(
     invalid: Sequence[SkippedLine] = (),
     run: RunFacts | None = None,
     earlier: Collection[str] = (),
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the page and the CSV; returns the totals."""
+    """Write the page (``warnings`` below its totals) and the CSV; returns the totals."""
     table = frame(statuses, invalid, earlier)
     generated = datetime.now().astimezone().replace(microsecond=0).isoformat()
     write_atomic(csv_path, table.to_csv(index=False))
-    write_atomic(html_path, render_html(table, title, generated, source, run))
+    write_atomic(html_path, render_html(table, title, generated, source, run, warnings))
     return totals(table)
 
 

@@ -32,6 +32,7 @@ JOB_OPTIONS = JobOptions(
     retry_times=SETTINGS.retry_times,
     retry_delay=SETTINGS.retry_delay,
     timeout=SETTINGS.timeout,
+    ignore_free_space=SETTINGS.ignore_free_space,
     lines={entry.ref.image_id: entry.line_numbers for entry in ENTRIES},
 )
 

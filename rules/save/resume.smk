@@ -51,9 +51,10 @@ onstart:
             check(
                 SETTINGS.arch,
                 SETTINGS.os,
-                (ref.registry for ref in preflight),
+                preflight,
                 SETTINGS.tls_verify,
                 SETTINGS.cert_dir,
+                JOB_OPTIONS.credentials_registry,
             )
         except PreflightError as error:
             raise WorkflowError(str(error)) from None
