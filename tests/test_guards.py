@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_savedlist import BASE_CONFIG
 
-from hangar.cli.progress import Tally, summary_lines
+from hangar.progress import summary_lines
 from hangar.ratelimit import LOGIN_HINT, RateGate, retry_after_seconds
 from hangar.safedelete import UnsafeCacheError, check_own_dirs
 from hangar.save.cachecheck import remove_leftovers
@@ -20,6 +20,7 @@ from hangar.settings import ConfigError, Settings
 from hangar.skopeo import ImageError, Skopeo
 from hangar.status import ImageStatus
 from hangar.units import format_duration, parse_duration
+from hangar.watch import Tally
 
 
 @pytest.mark.parametrize(
