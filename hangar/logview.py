@@ -202,10 +202,16 @@ class SaveLogView:
                 self._tick()
 
     def _tick(self) -> None:
-        if self._watcher is None or self._display is None:
+        from hangar.watch import archive_bytes
+
+        if self._run is None or self._watcher is None or self._display is None:
             return
         self._poll()
-        self._display.update(self._watcher.tally(), self._watcher.bytes())
+        tally = self._watcher.tally()
+        archiving = tally.done == tally.total
+        destination = self._run.settings.destination
+        archived = archive_bytes(destination, self._run.started) if archiving else 0
+        self._display.update(tally, self._watcher.bytes(), archived)
 
     # -- the end ----------------------------------------------------------------------------
 

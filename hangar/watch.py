@@ -46,7 +46,6 @@ class Tally:
     resumed: int = 0
     platforms: int = 0
     bytes_total: int = 0
-    bytes_new: int = 0
 
     @property
     def done(self) -> int:
@@ -302,9 +301,7 @@ class StatusWatcher:
                 tally.saved += 1
                 tally.platforms += len(status.saved)
                 tally.bytes_total += status.saved_bytes
-                if new:
-                    tally.bytes_new += status.saved_bytes
-                else:
+                if not new:
                     tally.resumed += 1
             else:
                 tally.skipped += 1
