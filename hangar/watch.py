@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from hangar.save.expected import Blob, Expected, manifest_blobs
 from hangar.status import ImageStatus
 
 SKOPEO_TEMPORARY = "oci-put-blob"  # skopeo 1.9's temporary blob files, in the layout it writes
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_MANIFEST_BYTES = 4 << 20  # skopeo's own limit on a manifest
 
 
 @dataclass
@@ -91,14 +94,17 @@ def estimate_total(known: Known) -> tuple[int | None, bool]:
 
 def layout_blobs(cache: Path, folder: str) -> list[Blob] | None:
     """Every blob a saved folder's layout references, read back from the cache (None when it
-    cannot be read: the folder is being replaced)."""
+    cannot be read: the folder is being replaced, or a descriptor is not a manifest's)."""
     try:
         pending = list(json.loads((cache / folder / INDEX_NAME).read_text())["manifests"])
         blobs: list[Blob] = []
         while pending:
             descriptor = pending.pop()
-            blobs.append((str(descriptor["digest"]), int(descriptor["size"])))
-            manifest = json.loads(blob_path(cache, descriptor["digest"]).read_bytes())
+            digest, size = str(descriptor["digest"]), int(descriptor["size"])
+            if not DIGEST.fullmatch(digest) or size > MAX_MANIFEST_BYTES:
+                return None  # never a path out of the blob dir, nor a layer read whole
+            blobs.append((digest, size))
+            manifest = json.loads(blob_path(cache, digest).read_bytes())
             pending += manifest.get("manifests") or []
             blobs += manifest_blobs(manifest)
         return blobs

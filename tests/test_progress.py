@@ -236,3 +236,18 @@ def test_a_directory_is_read_again_only_when_it_changed(tmp_path: Path) -> None:
     (tmp_path / "b").write_text("")
     assert listing.changed() and sorted(e.name for e in listing.entries()) == ["a", "b"]
     assert listing.changed(), "changed just now: read again, a change may share its timestamp"
+
+
+def test_a_damaged_layout_is_not_followed_out_of_the_blob_dir(tmp_path: Path) -> None:
+    from hangar.watch import layout_blobs
+
+    (tmp_path / "outside.json").write_text(json.dumps({"layers": []}))
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for digest_text, size in (("sha256:../../outside.json", 10), (digest(1), 1 << 30)):
+        descriptor = {"digest": digest_text, "size": size}
+        (folder / "index.json").write_text(json.dumps({"manifests": [descriptor]}))
+        assert layout_blobs(tmp_path, "f") is None
+    write_layout(tmp_path, "g", 2, [digest(3), digest(4)])
+    found = layout_blobs(tmp_path, "g")
+    assert found is not None and [d for d, _ in found] == [digest(2), digest(3), digest(4)]
