@@ -256,6 +256,7 @@ class StatusWatcher:
         self._seen: tuple[object, object] = (None, None)  # the status and expected keys read
         self._generation = 0  # changes whenever a status or expected file is read
         self._known: tuple[int, Known] | None = None
+        self._done = 0
 
     def poll(self) -> list[tuple[str, ImageStatus]]:
         """Re-read changed status files; return the images this run finished, once each."""
@@ -384,8 +385,9 @@ class StatusWatcher:
         return known
 
     def bytes(self) -> Bytes:
-        """Bytes downloaded so far, of the total (call after ``poll``)."""
-        done = self.counter.done()
+        """Bytes downloaded so far, of the total (call after ``poll``). Never fewer than last
+        time: a blob renamed into place between the two scans is missed once."""
+        done = self._done = max(self._done, self.counter.done())
         total, approximate = estimate_total(self.known())
         if total is not None:
             total = max(total, done)

@@ -302,16 +302,25 @@ def downloaded(workdir: Path) -> int:
     return sum(path.stat().st_size for path in blobs.iterdir())
 
 
-def test_bytes_grow_while_skopeo_copies_in_a_pipe(
-    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage]
-) -> None:
-    """Plain snakemake in a CI log: progress lines now and then, with the bytes of the blobs
-    being downloaded, of a total estimated (≈) while the index's platform is unknown."""
-    refs = [f"{slow_proxy.host}/{image.repo}:1" for image in big_images.values()]
+def save_command(workdir: Path, how: str, refs: list[str]) -> list[str]:
+    """The README's snakemake command, or `hangar save`, for these images (amd64 only)."""
     (workdir / "images.txt").write_text("\n".join(refs) + "\n")
-    (workdir / "my.yaml").write_text("file: images.txt\ntls_verify: false\narch: [amd64]\n")
+    if how == "snakemake":
+        (workdir / "my.yaml").write_text("file: images.txt\ntls_verify: false\narch: [amd64]\n")
+        return readme_command("my.yaml")
+    return [sys.executable, "-m", "hangar.cli.main", "save", "-f", "images.txt",
+            "--tls-verify=false", "-a", "amd64"]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["snakemake", "hangar save"])
+def test_bytes_grow_while_skopeo_copies_in_a_pipe(
+    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage], how: str
+) -> None:
+    """In a CI log: progress lines now and then, with the bytes of the blobs being
+    downloaded, of a total estimated (≈) while the index's platform is unknown."""
+    refs = [f"{slow_proxy.host}/{image.repo}:1" for image in big_images.values()]
     env = {**os.environ, "HANGAR_PROGRESS_SECONDS": "0.4"}
-    done = subprocess.run(readme_command("my.yaml"), cwd=workdir, capture_output=True,
+    done = subprocess.run(save_command(workdir, how, refs), cwd=workdir, capture_output=True,
                           text=True, timeout=300, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     figures = progress_figures(done.stderr)
@@ -325,15 +334,14 @@ def test_bytes_grow_while_skopeo_copies_in_a_pipe(
     assert all(f[2] <= total * 1.01 for f in figures), (total, figures)
 
 
-def test_bytes_and_exact_total_of_hangar_save_on_a_terminal(
-    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage]
+@pytest.mark.parametrize("how", ["snakemake", "hangar save"])
+def test_bytes_and_exact_total_on_a_terminal(
+    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage], how: str
 ) -> None:
-    """`hangar save` on a terminal: the live line counts the bytes of the blobs being
-    downloaded, of the exact total the single manifest tells, with a rate and an ETA."""
+    """On a terminal: the live line counts the bytes of the blobs being downloaded, of the
+    exact total the single manifest tells, with a rate and an ETA."""
     single = big_images["single"]
-    (workdir / "images.txt").write_text(f"{slow_proxy.host}/{single.repo}:1\n")
-    command = [sys.executable, "-m", "hangar.cli.main", "save", "-f", "images.txt",
-               "--tls-verify=false", "-d", "out.tar.gz"]  # fmt: skip
+    command = save_command(workdir, how, [f"{slow_proxy.host}/{single.repo}:1"])
     returncode, text = under_pty(workdir, command)
     assert returncode == 0, text
     figures = progress_figures(text)
@@ -345,4 +353,5 @@ def test_bytes_and_exact_total_of_hangar_save_on_a_terminal(
         assert abs(shown_total - total) <= 0.05 * (1 << 20), (shown_total, total)
         assert copied <= shown_total
     assert any(clock.startswith("ETA ") for *_, clock in during), text
-    assert "archive: out.tar.gz (" in text
+    assert "\x1b[2K" in text, "one line redrawn in place"
+    assert "archive: saved-images.tar.gz (" in text
