@@ -19,11 +19,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hangar.layout import expected_dir
 from hangar.platforms import Platform, is_index
-from hangar.resolve import Resolved
+
+if TYPE_CHECKING:  # the watcher reads these files without the resolver's imports
+    from hangar.resolve import Resolved
 
 Blob = tuple[str, int]  # (digest, size)
 
