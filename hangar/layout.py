@@ -6,7 +6,8 @@ A cache (and the top directory of every archive) is hangar v1.6's ``saved-image-
     ├── <folder>/               one OCI layout per saved platform (index.json, oci-layout, blobs/)
     ├── saved-images-list.json  what was saved (hangar's v1.1.0 format)
     ├── share/sha256/<hex>      every blob, once
-    └── .hangar/                this tool's state, never archived (status files, staging, locks)
+    └── .hangar/                this tool's state, never archived (status files, staging, locks,
+                                what each image job expects to copy)
 
 An archive ``DEST`` is one file, or the parts ``DEST.part0``, ``DEST.part1``, … of its stream,
 with ``DEST.sha256`` beside it.
@@ -50,6 +51,12 @@ def state_path(root: str | Path) -> Path:
 def status_dir(root: str | Path) -> Path:
     """Where the save jobs' status files are written."""
     return state_path(root) / "status"
+
+
+def expected_dir(root: str | Path) -> Path:
+    """What each image job is about to copy (``hangar.save.expected``), for the progress line;
+    one small file per image, rewritten by each save of it."""
+    return state_path(root) / "expected"
 
 
 def tmp_dir(root: str | Path) -> Path:

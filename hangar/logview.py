@@ -79,7 +79,7 @@ class SaveLogView:
     """Turns Snakemake's log records into the save's own output (thread-safe)."""
 
     def __init__(self, stream: TextIO, live: bool | None = None) -> None:
-        from hangar.progressline import make_display
+        from hangar.progress import make_display
 
         self.stream = stream
         self.live = stream.isatty() and os.environ.get("TERM") != "dumb" if live is None else live
@@ -132,12 +132,12 @@ class SaveLogView:
             self._warning(message)
 
     def _start(self, run: RunInfo) -> None:
-        from hangar.cli.progress import StatusWatcher
+        from hangar.watch import StatusWatcher
 
         self._run = run
         ids = [entry.ref.image_id for entry in run.image_list.entries]
         self._watcher = StatusWatcher(run.settings.cache, ids)
-        self._display = self._make_display(self.stream, run.settings, self.live)
+        self._display = self._make_display(self.stream, str(run.settings.destination), self.live)
         self._started = time.monotonic()
         self._ticker = threading.Thread(target=self._tick_loop, name="hangar-progress", daemon=True)
         self._ticker.start()
@@ -202,10 +202,16 @@ class SaveLogView:
                 self._tick()
 
     def _tick(self) -> None:
-        if self._watcher is None or self._display is None:
+        from hangar.watch import archive_bytes
+
+        if self._run is None or self._watcher is None or self._display is None:
             return
         self._poll()
-        self._display.update(self._watcher.tally())
+        tally = self._watcher.tally()
+        archiving = tally.done == tally.total
+        destination = self._run.settings.destination
+        archived = archive_bytes(destination, self._run.started) if archiving else 0
+        self._display.update(tally, self._watcher.bytes(), archived)
 
     # -- the end ----------------------------------------------------------------------------
 
@@ -219,8 +225,8 @@ class SaveLogView:
     def _close(self) -> None:
         if self._run is None or self._watcher is None or self._display is None:
             return
-        from hangar.cli.progress import summary_lines
         from hangar.cli.save import archive_description
+        from hangar.progress import summary_lines
 
         self._poll()
         self._display.close()

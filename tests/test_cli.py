@@ -20,19 +20,13 @@ from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry, clean_env
 
 from hangar.cli import save as cli
-from hangar.cli.progress import (
-    LiveDisplay,
-    PlainDisplay,
-    StatusWatcher,
-    Tally,
-    image_line,
-    summary_lines,
-)
 from hangar.cli.snakemake import explain_failure
 from hangar.layout import status_dir
+from hangar.progress import LiveProgress, PlainProgress, image_line, summary_lines
 from hangar.runlock import hold_run_lock, run_lock_holder
 from hangar.settings import ConfigError, Settings
 from hangar.status import ImageStatus, SavedPlatform, write_atomic
+from hangar.watch import Bytes, StatusWatcher, Tally
 
 HANGAR = Path(sysconfig.get_path("scripts")) / "hangar"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -276,16 +270,16 @@ def test_watcher_tells_this_runs_results_from_earlier_ones(tmp_path: Path) -> No
     assert watcher.poll() == [], "each image is reported once"
     tally = watcher.tally(final=True)
     assert (tally.saved, tally.resumed, tally.failed, tally.skipped) == (2, 1, 1, 1)
-    assert (tally.bytes_new, tally.bytes_total) == (2048, 2148)
+    assert tally.bytes_total == 2148
 
 
 def test_plain_display_writes_one_line_per_image() -> None:
     stream = io.StringIO()
-    display = PlainDisplay(stream, "out.tar.gz")
+    display = PlainProgress(stream, "out.tar.gz", every_image=True)
     display.image_done(status("r/a:1", "ok", 1536))
     display.image_done(status("r/b:1", "failed", reason="manifest unknown"))
-    display.update(Tally(total=2, saved=1, failed=1), "archive", 0)
-    display.update(Tally(total=2, saved=1, failed=1), "archive", 10)
+    display.update(Tally(total=2, saved=1, failed=1), Bytes(1536), 0)
+    display.update(Tally(total=2, saved=1, failed=1), Bytes(1536), 10)
     assert stream.getvalue().splitlines() == [
         "OK r/a:1 (linux/amd64; 1.5 KiB)",
         "FAILED r/b:1: not found: no such image or tag in the registry",
@@ -295,23 +289,20 @@ def test_plain_display_writes_one_line_per_image() -> None:
 
 def test_live_display_redraws_one_line() -> None:
     stream = io.StringIO()
-    display = LiveDisplay(stream, "out.tar.gz", started=0.0)
-    tally = Tally(total=10, saved=3, failed=1, resumed=1, bytes_total=3 << 20, bytes_new=2 << 20)
-    assert display.render(tally, "save", 0, now=4.0) == (
-        "images 4/10, 1 failed, 1 from an earlier run · 3.0 MiB saved at 512.0 KiB/s · 0:04"
-    )
-    assert display.render(tally, "archive", 5 << 20, now=65.0) == (
-        "archiving out.tar.gz: 5.0 MiB written · 1:05"
-    )
-    display.update(tally, "save", 0)
+    display = LiveProgress(stream, "out.tar.gz")
+    tally = Tally(total=10, saved=3, failed=1, resumed=1, bytes_total=3 << 20)
+    display.update(tally, Bytes(2 << 20, 8 << 20))
     display.image_done(status("r/b:1", "failed", reason="denied"))
+    display.update(Tally(total=10, saved=9, failed=1), Bytes(8 << 20, 8 << 20), 5 << 20)
     display.close()
     text = stream.getvalue()
     denied = (
         "unauthorized at r: set SOURCE_USERNAME and SOURCE_PASSWORD (or REGISTRY_AUTH_FILE) for it"
     )
-    assert f"\r\x1b[KFAILED r/b:1: {denied}\n\r\x1b[Kimages 4/10" in text
-    assert text.endswith("\r\x1b[K")
+    assert f"FAILED r/b:1: {denied}\n" in text
+    assert "images 4/10, 1 failed, 1 from an earlier run · 2.0 of 8.0 MiB · 0:00" in text
+    assert "10/10 images done: archiving out.tar.gz: 5.0 MiB written · 0:00" in text
+    assert "\x1b[2K" in text, "the line is redrawn in place"
 
 
 def test_summary_names_failed_and_skipped_images() -> None:

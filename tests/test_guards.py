@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_savedlist import BASE_CONFIG
 
-from hangar.cli.progress import Tally, summary_lines
+from hangar.progress import summary_lines
 from hangar.ratelimit import LOGIN_HINT, RateGate, retry_after_seconds
 from hangar.safedelete import UnsafeCacheError, check_own_dirs
 from hangar.save.cachecheck import remove_leftovers
@@ -20,6 +20,7 @@ from hangar.settings import ConfigError, Settings
 from hangar.skopeo import ImageError, Skopeo
 from hangar.status import ImageStatus
 from hangar.units import format_duration, parse_duration
+from hangar.watch import Tally
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,12 @@ def test_cleanup_deletes_only_its_own_names_and_never_through_a_link(tmp_path: P
     (staging / "layout" / "link").symlink_to(outside)  # inside a staging dir: removed as a link
     stranger = cache / ".hangar" / "tmp" / "notes.txt"
     stranger.write_text("not ours")
-    assert remove_leftovers(cache) == [staging.name]
+    (cache / ".hangar" / "expected").mkdir()
+    unfinished = cache / ".hangar" / "expected" / f".{'b' * 64}.json.x1y2.tmp"
+    unfinished.write_text("{")
+    (cache / ".hangar" / "expected" / f"{'b' * 64}.json").write_text("{}")
+    assert remove_leftovers(cache) == [staging.name, unfinished.name]
+    assert (cache / ".hangar" / "expected" / f"{'b' * 64}.json").exists()
     assert stranger.exists() and (outside / "keep").exists()
     os.rename(cache / ".hangar" / "tmp", cache / ".hangar" / "tmp-real")
     (cache / ".hangar" / "tmp").symlink_to(outside)

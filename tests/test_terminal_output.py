@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.faultproxy import MountUnavailable, small_filesystem
-from support.images import LINUX_AMD64, PushedImage, push_image
+from support.faultproxy import FaultProxy, MountUnavailable, slow, small_filesystem
+from support.images import LINUX_AMD64, LINUX_ARM64_V8, PushedImage, push_image
 from support.registry import Registry
 from workflow import SNAKEFILE
 
@@ -40,10 +41,10 @@ def in_pipe(workdir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=600)  # fmt: skip
 
 
-def under_pty(workdir: Path) -> tuple[int, str]:
+def under_pty(workdir: Path, command: list[str] | None = None) -> tuple[int, str]:
     leader, follower = pty.openpty()
     env = {**os.environ, "TERM": "xterm"}
-    process = subprocess.Popen(readme_command("my.yaml"), cwd=workdir, stdin=follower,
+    process = subprocess.Popen(command or readme_command("my.yaml"), cwd=workdir, stdin=follower,
                                stdout=follower, stderr=follower, env=env)  # fmt: skip
     os.close(follower)
     chunks = []
@@ -253,3 +254,104 @@ def test_an_archive_its_disk_will_not_hold_is_refused_with_the_figures(
     ), done.stderr
     assert "MiB free; free some space or choose another destination" in errors[0]
     assert [p.name for p in small_disk.iterdir() if not p.name.endswith(".lock")] == []
+
+
+# -- bytes while skopeo copies ----------------------------------------------------------------
+
+SLOW_BYTES_PER_SECOND = 1 << 20  # per blob download: each layer of 1.5 MiB takes about 1.5 s
+PROGRESS = re.compile(
+    r"images (\d+)/(\d+) · ([\d.]+)(?: (B|KiB|MiB))? of (≈?)([\d.]+) (KiB|MiB)"
+    r"(?: · [\d.]+ (?:B|KiB|MiB)/s)?(?: · (ETA ≈?\d+:\d\d|\d+:\d\d))?"
+)
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+
+
+@pytest.fixture(scope="module")
+def big_images(registry: Registry) -> dict[str, PushedImage]:
+    """A single-manifest image (its manifest lists every blob) and a two-platform index (whose
+    blobs are known once copied), each with two layers of 1.5 MiB."""
+    size = 1536 << 10
+    single = push_image(registry.host, "rancher/big-single", "1", [LINUX_AMD64],
+                        kind="oci-single", base_seed="big-single", layer_size=size)  # fmt: skip
+    index = push_image(registry.host, "rancher/big-index", "1", [LINUX_AMD64, LINUX_ARM64_V8],
+                       kind="oci-index", base_seed="big-index", layer_size=size)  # fmt: skip
+    return {"single": single, "index": index}
+
+
+@pytest.fixture
+def slow_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    with FaultProxy(registry.host) as proxy:
+        proxy.inject(slow(SLOW_BYTES_PER_SECOND, path_contains="/blobs/"))
+        yield proxy
+
+
+def progress_figures(text: str) -> list[tuple[int, int, float, bool, float, str]]:
+    """(images done, images, bytes done, total estimated, total bytes, ETA) of each line."""
+    found = []
+    for match in PROGRESS.finditer(text):
+        done, images, copied, copied_unit, about, total, unit, clock = match.groups()
+        copied_bytes = float(copied) * UNITS[copied_unit or unit]
+        total_bytes = float(total) * UNITS[unit]
+        found.append((int(done), int(images), copied_bytes, bool(about), total_bytes, clock or ""))
+    return found
+
+
+def downloaded(workdir: Path) -> int:
+    """Bytes of every blob in a fresh cache: what the run downloaded."""
+    blobs = workdir / "saved-image-cache" / "share" / "sha256"
+    return sum(path.stat().st_size for path in blobs.iterdir())
+
+
+def save_command(workdir: Path, how: str, refs: list[str]) -> list[str]:
+    """The README's snakemake command, or `hangar save`, for these images (amd64 only)."""
+    (workdir / "images.txt").write_text("\n".join(refs) + "\n")
+    if how == "snakemake":
+        (workdir / "my.yaml").write_text("file: images.txt\ntls_verify: false\narch: [amd64]\n")
+        return readme_command("my.yaml")
+    return [sys.executable, "-m", "hangar.cli.main", "save", "-f", "images.txt",
+            "--tls-verify=false", "-a", "amd64"]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["snakemake", "hangar save"])
+def test_bytes_grow_while_skopeo_copies_in_a_pipe(
+    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage], how: str
+) -> None:
+    """In a CI log: progress lines now and then, with the bytes of the blobs being
+    downloaded, of a total estimated (≈) while the index's platform is unknown."""
+    refs = [f"{slow_proxy.host}/{image.repo}:1" for image in big_images.values()]
+    env = {**os.environ, "HANGAR_PROGRESS_SECONDS": "0.4"}
+    done = subprocess.run(save_command(workdir, how, refs), cwd=workdir, capture_output=True,
+                          text=True, timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = progress_figures(done.stderr)
+    during = [f for f in figures if f[0] == 0 and f[2] > 0]
+    assert during, f"no bytes counted before an image finished:\n{done.stderr}"
+    assert all(about for _, _, _, about, _, _ in during), "the index's platform is estimated"
+    assert any(clock.startswith("ETA ≈") for *_, clock in during), done.stderr
+    copied = [f[2] for f in figures]
+    assert copied == sorted(copied), "bytes only grow"
+    total = downloaded(workdir)
+    assert all(f[2] <= total * 1.01 for f in figures), (total, figures)
+
+
+@pytest.mark.parametrize("how", ["snakemake", "hangar save"])
+def test_bytes_and_exact_total_on_a_terminal(
+    workdir: Path, slow_proxy: FaultProxy, big_images: dict[str, PushedImage], how: str
+) -> None:
+    """On a terminal: the live line counts the bytes of the blobs being downloaded, of the
+    exact total the single manifest tells, with a rate and an ETA."""
+    single = big_images["single"]
+    command = save_command(workdir, how, [f"{slow_proxy.host}/{single.repo}:1"])
+    returncode, text = under_pty(workdir, command)
+    assert returncode == 0, text
+    figures = progress_figures(text)
+    during = [f for f in figures if f[0] == 0 and f[2] > 0]
+    assert during, f"no bytes counted before the image finished:\n{text}"
+    total = downloaded(workdir)
+    for _, images, copied, about, shown_total, _ in during:
+        assert images == 1 and not about, "the total is exact"
+        assert abs(shown_total - total) <= 0.05 * (1 << 20), (shown_total, total)
+        assert copied <= shown_total
+    assert any(clock.startswith("ETA ") for *_, clock in during), text
+    assert "\x1b[2K" in text, "one line redrawn in place"
+    assert "archive: saved-images.tar.gz (" in text

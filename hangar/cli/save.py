@@ -2,7 +2,7 @@
 
 The config file (``<cache>/.hangar/cli-config.yaml``) holds no credentials: SOURCE_USERNAME,
 SOURCE_PASSWORD and REGISTRY_AUTH_FILE stay in the environment, where the save jobs read them.
-Progress is read from the status files the image jobs write (see ``hangar.cli.progress``).
+Progress is read from the files the image jobs write (see ``hangar.watch``, ``hangar.progress``).
 """
 
 from __future__ import annotations
@@ -41,15 +41,6 @@ from hangar.cli.flags import (
     split_list,
     warn,
 )
-from hangar.cli.progress import (
-    Display,
-    LiveDisplay,
-    Phase,
-    PlainDisplay,
-    StatusWatcher,
-    archive_bytes,
-    summary_lines,
-)
 from hangar.cli.snakemake import (
     LOG_NAME,
     explain_failure,
@@ -59,10 +50,12 @@ from hangar.cli.snakemake import (
 )
 from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
 from hangar.layout import checksum_path, part_path, state_path
+from hangar.progress import make_display, summary_lines
 from hangar.runlock import run_lock_holder
 from hangar.settings import ConfigError, Settings, complete_config
 from hangar.status import unoffered_warning
 from hangar.units import human_size
+from hangar.watch import StatusWatcher, archive_bytes
 
 CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
@@ -445,19 +438,15 @@ def run_workflow(context: RunContext) -> int:
     watcher = StatusWatcher(settings.cache, ids)
     started_wall, started = time.time(), time.monotonic()
     live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb" and not options.debug
-    display: Display = (
-        LiveDisplay(sys.stderr, str(settings.destination), started)
-        if live
-        else PlainDisplay(sys.stderr, str(settings.destination), show_job_logs=options.debug)
-    )
+    display = make_display(sys.stderr, str(settings.destination), live, every_image=True)
 
     def tick() -> None:
         for image_id, status in watcher.poll():
             display.image_done(status, _job_log(image_id) if options.debug else "")
         tally = watcher.tally()
-        phase: Phase = "archive" if tally.done == tally.total else "save"
-        archived = archive_bytes(settings.destination, started_wall) if phase == "archive" else 0
-        display.update(tally, phase, archived)
+        archiving = tally.done == tally.total
+        archived = archive_bytes(settings.destination, started_wall) if archiving else 0
+        display.update(tally, watcher.bytes(), archived)
 
     command = snakemake_command(context.config_path, options.jobs, options.snakemake_args)
     if options.debug:

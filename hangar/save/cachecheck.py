@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from hangar.layout import INDEX_NAME, blob_path, share_path, status_dir, tmp_dir
+from hangar.layout import INDEX_NAME, blob_path, expected_dir, share_path, status_dir, tmp_dir
 from hangar.safedelete import check_own_dirs, remove_blobs, remove_matching
 from hangar.save.claims import Claim, claim, release_stale
 from hangar.status import ImageStatus, SavedPlatform
@@ -33,7 +33,7 @@ Depth = Literal["size", "digest"]
 # blob dir can be read or deleted through it.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # What the image jobs leave behind when killed: staging dirs ``<folder>.<mkdtemp suffix>`` and
-# unfinished status files ``.<id>.json.<suffix>.tmp``. Nothing else is deleted.
+# unfinished status and expected files ``.<id>.json.<suffix>.tmp``. Nothing else is deleted.
 _STAGING = re.compile(r"[0-9a-f]{64}\.[A-Za-z0-9_]+")
 _STATUS_TEMP = re.compile(r"\.[A-Za-z0-9._-]+\.json\.[A-Za-z0-9_]+\.tmp")
 
@@ -163,8 +163,11 @@ def _owns(cache: Path, folder: str, image_id: str, reference: str) -> bool:
 
 def remove_leftovers(cache: Path) -> list[str]:
     """Delete what killed jobs left: partial layouts in ``.hangar/tmp`` and unfinished status
-    files (``.<id>.json.*.tmp``), which nothing refers to. Only those names, never through a
-    symbolic link."""
-    return remove_matching(tmp_dir(cache), _STAGING) + remove_matching(
-        status_dir(cache), _STATUS_TEMP
+    and expected files (``.<id>.json.*.tmp``), which nothing refers to. Only those names, never
+    through a symbolic link. (Finished expected files stay: one per image, rewritten by each
+    save of it.)"""
+    return (
+        remove_matching(tmp_dir(cache), _STAGING)
+        + remove_matching(status_dir(cache), _STATUS_TEMP)
+        + remove_matching(expected_dir(cache), _STATUS_TEMP)
     )

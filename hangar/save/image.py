@@ -24,6 +24,7 @@ from hangar.platforms import Platform, manifest_digest, select
 from hangar.ratelimit import RateGate
 from hangar.resolve import Artifact, artifact_folder, resolve
 from hangar.save.claims import Claim, claim_all
+from hangar.save.expected import expected_of, write_expected
 from hangar.save.space import check_image_space
 from hangar.skopeo import ImageError, InfrastructureError, Skopeo, credentials_file
 from hangar.status import ImageStatus, SavedArtifact, SavedPlatform, write_atomic
@@ -179,6 +180,7 @@ def save_image(
         if resolved.artifact is not None:
             if check_space:
                 check_image_space(cache, reference, resolved, [], log)
+            write_expected(cache, ref.image_id, expected_of(resolved, []))
             status.artifact = save_artifact(skopeo, ref, resolved.artifact, cache, log)
             status.available = [f"artifact {resolved.artifact.artifact_type}"]
             return _finished(status, skopeo, started)
@@ -205,6 +207,7 @@ def save_image(
             )
         if check_space and chosen:
             check_image_space(cache, reference, resolved, chosen, log)
+        write_expected(cache, ref.image_id, expected_of(resolved, chosen))
         for platform in chosen:
             folder = platform.folder(ref.source, ref.tag)
             log(f"copying {platform} as {ref.source}:{platform.copied_tag(ref.tag)} -> {folder}")

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-FaultKind = Literal["status", "drop", "truncate", "hang"]
+FaultKind = Literal["status", "drop", "truncate", "hang", "slow"]
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -61,7 +61,8 @@ class Fault:
     - `status`: answer `status` (e.g. 429 or 503) with a registry-style JSON error body;
     - `drop`: close the connection without answering;
     - `truncate`: send the upstream headers and half of the body, then close;
-    - `hang`: read the request and never answer (until the proxy stops).
+    - `hang`: read the request and never answer (until the proxy stops);
+    - `slow`: pass the answer through whole, at `bytes_per_second`.
 
     A 429 or 503 carries `Retry-After: <retry_after>` (seconds).
 
@@ -77,6 +78,7 @@ class Fault:
     path_contains: str = ""
     methods: tuple[str, ...] = ("GET", "HEAD")
     retry_after: int = 0
+    bytes_per_second: int = 0
     hits: int = field(default=0, init=False)
     _deadline: float | None = field(default=None, init=False, repr=False)
 
@@ -106,6 +108,11 @@ def drop(count: int | None = None, **options: object) -> Fault:
 
 def hang(count: int | None = None, **options: object) -> Fault:
     return Fault("hang", count=count, **options)  # type: ignore[arg-type]
+
+
+def slow(bytes_per_second: int, count: int | None = None, **options: object) -> Fault:
+    options.setdefault("methods", ("GET",))
+    return Fault("slow", count=count, bytes_per_second=bytes_per_second, **options)  # type: ignore[arg-type]
 
 
 def truncate(count: int | None = None, **options: object) -> Fault:
@@ -230,7 +237,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._hang_up()
             return
         try:
-            self._forward(method, path, body, cut=fault is not None)
+            slow = fault is not None and fault.kind == "slow"
+            cut = fault is not None and not slow
+            self._forward(method, path, body, cut, fault.bytes_per_second if slow else 0)
         except (OSError, http.client.HTTPException):
             self.owner._record(method, path, "error")
             self._hang_up()
@@ -263,7 +272,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _forward(self, method: str, path: str, body: bytes | None, cut: bool) -> None:
+    def _forward(
+        self, method: str, path: str, body: bytes | None, cut: bool, rate: int = 0
+    ) -> None:
         upstream = http.client.HTTPConnection(self.owner.upstream, timeout=UPSTREAM_TIMEOUT_S)
         try:
             # Header by header: clients repeat some (Accept), which a dict would collapse.
@@ -292,12 +303,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if payload is not None:
                 self.wfile.write(payload[:limit])
                 sent = limit
+            began = time.monotonic()
             while sent < limit:
                 chunk = response.read(min(CHUNK, limit - sent))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
                 sent += len(chunk)
+                if rate:
+                    self.wfile.flush()
+                    time.sleep(max(0.0, began + sent / rate - time.monotonic()))
             if cut:
                 self.owner._record(method, path, "truncate")
                 self._hang_up()
