@@ -327,6 +327,13 @@ def test_save_through_slurm_equals_a_local_save(
         kept = list((workdir / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log"))
         assert len(kept) == 1, f"no Slurm log of job {job_id}"
         assert f"Host: {slurm.node}" in kept[0].read_text()
+        if job["Comment"] == "rule_images_save_image":
+            # How the plugin runs a group (README, "Slurm"), which the group's request rests
+            # on: its snakemake runs one image at a time, each in a snakemake process of its own.
+            group_log = kept[0].read_text()
+            assert group_log.count("Provided remote nodes: 1\n") == 1, group_log[-3000:]
+            members = re.findall(r"--target-jobs save_image:image=(\S+) --allowed-rules", group_log)
+            assert len(members) == len(set(members)) == len(image_lines), group_log[-3000:]
     # 9 images, one group job; then the archive (the lists and the report are local rules).
     assert sorted(comments) == ["rule_archive", "rule_images_save_image"]
     assert slurm.queued() == []
