@@ -13,7 +13,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,11 +214,16 @@ def _settings(command: str, config: dict[str, Any]) -> tuple[dict[str, Any], Loa
         raise naming_flags(problem, load_flags(command)) from None
 
 
-def _start(
-    command: str, argv: Sequence[str], environ: Mapping[str, str]
-) -> tuple[LoadOptions, dict[str, Any], LoadSettings] | int:
+def _run(
+    command: str,
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None,
+    run: Callable[[LoadOptions, dict[str, Any], LoadSettings], int],
+) -> int:
+    """Read and check the command line, then ``run`` it with the full config and its settings
+    (unless the cache is in use); the exit status."""
     try:
-        options = parse_load_args(command, argv, environ)
+        options = parse_load_args(command, argv, os.environ if environ is None else environ)
     except SystemExit as done:
         return int(done.code or 0)
     except UsageError as problem:
@@ -238,7 +243,7 @@ def _start(
     if holder is not None:
         error(f"{settings.cache} is in use by a running load ({holder}); wait for it to finish")
         return EXIT_FAILED
-    return options, config, settings
+    return run(options, config, settings)
 
 
 def _statuses(settings: LoadSettings) -> dict[str, tuple[int, LoadStatus]]:
@@ -253,11 +258,11 @@ def _statuses(settings: LoadSettings) -> dict[str, tuple[int, LoadStatus]]:
 
 
 def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    started = _start("load", argv, env)
-    if isinstance(started, int):
-        return started
-    options, config, settings = started
+    return _run("load", argv, environ, _load)
+
+
+def _load(options: LoadOptions, config: dict[str, Any], settings: LoadSettings) -> int:
+    """Write the config and run the workflow, a line for each image as its push ends."""
     config_path = (state_path(settings.cache) / CONFIG_NAME).absolute()
     log_path = state_path(settings.cache) / LOG_NAME
     try:
@@ -309,11 +314,11 @@ def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
 
 
 def load_validate_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    started = _start("load-validate", argv, env)
-    if isinstance(started, int):
-        return started
-    options, _config, settings = started
+    return _run("load-validate", argv, environ, _validate)
+
+
+def _validate(options: LoadOptions, _config: dict[str, Any], settings: LoadSettings) -> int:
+    """Extract (once, under the run lock) and check every saved platform in the destination."""
     try:
         lock = hold_run_lock(settings.cache)
         with lock:
