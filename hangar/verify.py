@@ -52,6 +52,7 @@ from hangar.layout import (
     part_number,
     part_path,
     parts_on_disk,
+    split_checksum,
     split_part,
 )
 from hangar.platforms import Platform
@@ -109,9 +110,9 @@ class Target:
 
 def normalise_destination(path: Path) -> Path:
     """Accept ``DEST``, ``DEST.sha256`` or ``DEST.partN`` and return ``DEST``."""
-    name = path.name
-    if name.endswith(".sha256") and not path.is_dir():
-        return path.with_name(name.removesuffix(".sha256"))
+    checksummed = split_checksum(path)
+    if checksummed is not None and not path.is_dir():
+        return checksummed
     part = split_part(path)
     if part is not None and not path.is_dir():
         return part[0]
@@ -153,7 +154,7 @@ def locate(dest: Path, checksums: Path | None = None) -> Target:
     ):
         return Target(dest, "split", record)  # every part is missing: reported by the checks
     raise FileNotFoundError(
-        f"{dest}: no archive here (no file, no {dest.name}.part0, no directory)"
+        f"{dest}: no archive here (no file, no {part_path(dest, 0).name}, no directory)"
     )
 
 
