@@ -330,18 +330,20 @@ def missing_archive(settings: Settings) -> str:
 
 def archive_description(settings: Settings) -> str:
     destination = settings.destination
+    checksums = checksum_path(destination)
     if settings.compress == "dir":
         return f"archive: directory {destination}"
     if settings.part_size is None:
         size = destination.stat().st_size if destination.exists() else 0
-        return f"archive: {destination} ({human_size(size)}), checksum in {destination}.sha256"
+        return f"archive: {destination} ({human_size(size)}), checksum in {checksums}"
     parts: list[Path] = []
     while (part := part_path(destination, len(parts))).exists():
         parts.append(part)
     size = sum(part.stat().st_size for part in parts)
+    last = part_path(destination, max(len(parts) - 1, 0))
     return (
-        f"archive: {destination}.part0 … .part{max(len(parts) - 1, 0)} ({len(parts)} parts, "
-        f"{human_size(size)}), checksums in {destination}.sha256"
+        f"archive: {part_path(destination, 0)} … {last.suffix} ({len(parts)} parts, "
+        f"{human_size(size)}), checksums in {checksums}"
     )
 
 
