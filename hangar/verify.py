@@ -421,6 +421,20 @@ def relative_to_top(name: str) -> str | None:
     return name[len(TOP_DIR) + 1 :]
 
 
+def members_under_top(
+    stream: IO[bytes], outside: Callable[[str], None]
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
+    """The entries of a tar stream, read in one pass, each with its name relative to the top
+    directory; the name of an entry outside it (or unsafe) goes to ``outside``, not further."""
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
+        for member in tar:
+            relative = relative_to_top(member.name)
+            if relative is None:
+                outside(member.name)
+                continue
+            yield tar, member, relative
+
+
 def open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
     magic = raw.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
@@ -450,24 +464,23 @@ def read_tar_stream(
     try:
         compression, stream = open_decompressed(raw)
         seen: set[str] = set()
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-            for member in tar:
-                relative = relative_to_top(member.name)
-                if relative is None:
-                    findings.error(f"{member.name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
-                    continue
-                if relative in seen:
-                    findings.warn(f"{member.name}: appears twice in the archive")
-                seen.add(relative)
-                if member.isdir():
-                    if relative:
-                        take_dir(relative, contents)
-                elif member.isfile():
-                    handle = tar.extractfile(member)
-                    assert handle is not None
-                    take_file(relative, handle, member.size, contents, findings)
-                else:
-                    findings.error(f"{member.name}: links and special files are not allowed")
+
+        def outside(name: str) -> None:
+            findings.error(f"{name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
+
+        for tar, member, relative in members_under_top(stream, outside):
+            if relative in seen:
+                findings.warn(f"{member.name}: appears twice in the archive")
+            seen.add(relative)
+            if member.isdir():
+                if relative:
+                    take_dir(relative, contents)
+            elif member.isfile():
+                handle = tar.extractfile(member)
+                assert handle is not None
+                take_file(relative, handle, member.size, contents, findings)
+            else:
+                findings.error(f"{member.name}: links and special files are not allowed")
         if not seen:
             findings.error("the tar stream holds no entry")
         tail = 0
