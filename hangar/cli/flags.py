@@ -244,6 +244,24 @@ def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
         flag.add_to(groups[flag.group])
 
 
+def command_parser(
+    command: str, usage: str, description: str, epilog: str, flags: Iterable[Flag]
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: ``flags`` in their groups, Go-like help, no abbreviated flags, and
+    a UsageError (not an exit) for a bad command line."""
+    parser = Parser(
+        prog=f"{PROGRAM} {command}",
+        usage=f"{PROGRAM} {command} {usage}",
+        description=description,
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+        add_help=False,
+    )
+    add_flags(parser, flags)
+    return parser
+
+
 def given_config(args: argparse.Namespace, flags: Iterable[Flag]) -> dict[str, Any]:
     """The config keys of the flags given (not computed), comma lists split."""
     config: dict[str, Any] = {}

@@ -26,12 +26,10 @@ from hangar.cli.flags import (
     PROGRAM,
     TLS_VERIFY_FLAG,
     Flag,
-    HelpFormatter,
-    Parser,
     UsageError,
-    add_flags,
     additions,
     clamp_jobs,
+    command_parser,
     error,
     given_config,
     naming_flags,
@@ -152,25 +150,18 @@ def load_flags(command: str) -> tuple[Flag, ...]:
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     validate_only = command == "load-validate"
-    parser = Parser(
-        prog=f"{PROGRAM} {command}",
-        usage=f"{PROGRAM} {command} -s SOURCE [-d REGISTRY] [flags]"
-        + ("" if validate_only else " [-- SNAKEMAKE_OPTIONS]"),
-        description=(
-            "Check that the images of an archive are in the destination registry, every saved "
-            "platform with its saved digest. Pushes nothing."
-            if validate_only
-            else "Load the images of an archive (written by hangar save v1.6 or this project) into "
-            "a registry, keeping every manifest as saved, and merge each tag with the platforms "
-            "the registry already has. Runs this project's Snakemake workflow."
-        ),
-        epilog=VALIDATE_EPILOG if validate_only else LOAD_EPILOG,
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-        add_help=False,
+    return command_parser(
+        command,
+        "-s SOURCE [-d REGISTRY] [flags]" + ("" if validate_only else " [-- SNAKEMAKE_OPTIONS]"),
+        "Check that the images of an archive are in the destination registry, every saved "
+        "platform with its saved digest. Pushes nothing."
+        if validate_only
+        else "Load the images of an archive (written by hangar save v1.6 or this project) into "
+        "a registry, keeping every manifest as saved, and merge each tag with the platforms "
+        "the registry already has. Runs this project's Snakemake workflow.",
+        VALIDATE_EPILOG if validate_only else LOAD_EPILOG,
+        load_flags(command),
     )
-    add_flags(parser, load_flags(command))
-    return parser
 
 
 @dataclass

@@ -31,12 +31,10 @@ from hangar.cli.flags import (
     PROGRAM,
     TLS_VERIFY_FLAG,
     Flag,
-    HelpFormatter,
-    Parser,
     UsageError,
-    add_flags,
     additions,
     clamp_jobs,
+    command_parser,
     default_help,
     error,
     given_config,
@@ -185,17 +183,8 @@ SAVE_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog=f"{PROGRAM} save",
-        usage=f"{PROGRAM} save -f FILE [-d DESTINATION] [flags] [-- SNAKEMAKE_OPTIONS]",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-        add_help=False,
-    )
-    add_flags(parser, SAVE_FLAGS)
-    return parser
+    usage = "-f FILE [-d DESTINATION] [flags] [-- SNAKEMAKE_OPTIONS]"
+    return command_parser("save", usage, DESCRIPTION, EPILOG, SAVE_FLAGS)
 
 
 @dataclass
