@@ -28,6 +28,7 @@ OCI_LAYOUT_NAME = "oci-layout"
 STATE_DIR = ".hangar"
 
 _PART_SUFFIX = re.compile(r"\.part(0|[1-9][0-9]*)")
+_CHECKSUM_SUFFIX = ".sha256"
 
 
 def saved_list_path(root: str | Path) -> Path:
@@ -125,4 +126,12 @@ def parts_on_disk(destination: str | Path) -> dict[int, Path]:
 def checksum_path(destination: str | Path) -> Path:
     """``DEST.sha256``: sha256sum lines for the archive's files (and the whole split stream)."""
     destination = Path(destination)
-    return destination.with_name(f"{destination.name}.sha256")
+    return destination.with_name(destination.name + _CHECKSUM_SUFFIX)
+
+
+def split_checksum(path: str | Path) -> Path | None:
+    """``DEST`` for a path named ``DEST.sha256``, else None."""
+    path = Path(path)
+    if not path.name.endswith(_CHECKSUM_SUFFIX) or path.name == _CHECKSUM_SUFFIX:
+        return None
+    return path.with_name(path.name.removesuffix(_CHECKSUM_SUFFIX))

@@ -52,6 +52,7 @@ from hangar.layout import (
     part_number,
     part_path,
     parts_on_disk,
+    split_checksum,
     split_part,
 )
 from hangar.platforms import Platform
@@ -109,9 +110,9 @@ class Target:
 
 def normalise_destination(path: Path) -> Path:
     """Accept ``DEST``, ``DEST.sha256`` or ``DEST.partN`` and return ``DEST``."""
-    name = path.name
-    if name.endswith(".sha256") and not path.is_dir():
-        return path.with_name(name.removesuffix(".sha256"))
+    checksummed = split_checksum(path)
+    if checksummed is not None and not path.is_dir():
+        return checksummed
     part = split_part(path)
     if part is not None and not path.is_dir():
         return part[0]
@@ -153,7 +154,7 @@ def locate(dest: Path, checksums: Path | None = None) -> Target:
     ):
         return Target(dest, "split", record)  # every part is missing: reported by the checks
     raise FileNotFoundError(
-        f"{dest}: no archive here (no file, no {dest.name}.part0, no directory)"
+        f"{dest}: no archive here (no file, no {part_path(dest, 0).name}, no directory)"
     )
 
 
@@ -420,6 +421,20 @@ def relative_to_top(name: str) -> str | None:
     return name[len(TOP_DIR) + 1 :]
 
 
+def members_under_top(
+    stream: IO[bytes], outside: Callable[[str], None]
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
+    """The entries of a tar stream, read in one pass, each with its name relative to the top
+    directory; the name of an entry outside it (or unsafe) goes to ``outside``, not further."""
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
+        for member in tar:
+            relative = relative_to_top(member.name)
+            if relative is None:
+                outside(member.name)
+                continue
+            yield tar, member, relative
+
+
 def open_decompressed(raw: io.BufferedReader[Any]) -> tuple[str, IO[bytes]]:
     magic = raw.peek(4)[:4]
     if magic.startswith(GZIP_MAGIC):
@@ -449,24 +464,23 @@ def read_tar_stream(
     try:
         compression, stream = open_decompressed(raw)
         seen: set[str] = set()
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-            for member in tar:
-                relative = relative_to_top(member.name)
-                if relative is None:
-                    findings.error(f"{member.name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
-                    continue
-                if relative in seen:
-                    findings.warn(f"{member.name}: appears twice in the archive")
-                seen.add(relative)
-                if member.isdir():
-                    if relative:
-                        take_dir(relative, contents)
-                elif member.isfile():
-                    handle = tar.extractfile(member)
-                    assert handle is not None
-                    take_file(relative, handle, member.size, contents, findings)
-                else:
-                    findings.error(f"{member.name}: links and special files are not allowed")
+
+        def outside(name: str) -> None:
+            findings.error(f"{name}: entry outside {TOP_DIR}/ (unsafe or misplaced)")
+
+        for tar, member, relative in members_under_top(stream, outside):
+            if relative in seen:
+                findings.warn(f"{member.name}: appears twice in the archive")
+            seen.add(relative)
+            if member.isdir():
+                if relative:
+                    take_dir(relative, contents)
+            elif member.isfile():
+                handle = tar.extractfile(member)
+                assert handle is not None
+                take_file(relative, handle, member.size, contents, findings)
+            else:
+                findings.error(f"{member.name}: links and special files are not allowed")
         if not seen:
             findings.error("the tar stream holds no entry")
         tail = 0

@@ -20,11 +20,15 @@ from support.images import LINUX_AMD64, PushedImage, push_image
 from support.registry import Registry, clean_env
 
 from hangar.cli import save as cli
+from hangar.cli.flags import Flag, go_bool
+from hangar.cli.load import build_parser as build_load_parser
+from hangar.cli.load import load_flags, load_validate_command
 from hangar.cli.snakemake import explain_failure
-from hangar.layout import status_dir
+from hangar.layout import saved_list_path, status_dir
+from hangar.load.settings import load_schema
 from hangar.progress import LiveProgress, PlainProgress, image_line, summary_lines
 from hangar.runlock import hold_run_lock, run_lock_holder
-from hangar.settings import ConfigError, Settings
+from hangar.settings import ConfigError, Settings, schema
 from hangar.status import ImageStatus, SavedPlatform, write_atomic
 from hangar.watch import Bytes, StatusWatcher, Tally
 
@@ -69,7 +73,7 @@ def error_lines(stderr: str) -> list[str]:
     [("true", True), ("True", True), ("1", True), ("t", True), ("false", False), ("0", False)],
 )
 def test_boolean_values_are_read_as_go_does(text: str, value: bool) -> None:
-    assert cli.go_bool(text) is value
+    assert go_bool(text) is value
 
 
 def test_defaults_come_from_the_schema() -> None:
@@ -209,6 +213,52 @@ def test_bad_values_are_reported_with_the_flag(
         cli.check_config(
             cli.complete_flags_config(cli.parse_save_args(["-f", "l", *flags], {}).config)
         )
+
+
+@pytest.mark.parametrize(
+    ("flags", "properties"),
+    [
+        (cli.SAVE_FLAGS, schema()["properties"]),
+        (load_flags("load"), load_schema()["properties"]),
+        (load_flags("load-validate"), load_schema()["properties"]),
+    ],
+    ids=["save", "load", "load-validate"],
+)
+def test_every_flag_sets_a_key_of_its_schema_or_none(
+    flags: tuple[Flag, ...], properties: dict[str, object]
+) -> None:
+    keys = [flag.config_key for flag in flags if flag.config_key]
+    assert sorted(set(keys)) == sorted(keys)
+    assert set(keys) <= set(properties)
+    command_only = {flag.dest for flag in flags if not flag.config_key}
+    assert command_only <= {"jobs", "debug", "dry_run", "help"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--retry-times", "30"], "ERROR: --retry-times: 30 is greater than the maximum of 20"),
+        (["-c", "dir", "-s", "no-such-dir"], "ERROR: -s/--source: "),
+        (["--timeout", "soon"], "ERROR: --timeout: "),
+    ],
+)
+def test_load_reports_bad_values_with_the_flag(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "saved").mkdir()
+    saved_list_path(tmp_path / "saved").write_text("{}")
+    words = ["-s", "saved", "-d", "127.0.0.1:1", *argv]
+    assert load_validate_command(words, {}) == 1
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_load_help_has_one_section_of_additions() -> None:
+    assert build_load_parser("load").format_help().count("\nadditions:\n") == 1
 
 
 def test_failure_explanations_pick_the_cause() -> None:

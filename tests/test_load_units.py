@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from hangar.layout import LIST_NAME, TOP_DIR
 from hangar.load.destination import destination_repository, project_of
+from hangar.load.extract import ExtractError, extract
 from hangar.load.index import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, merged_index
 from hangar.load.items import SavedListError, parse_saved_list
 from hangar.load.source import LoadInputError, locate_input
+from hangar.verify import verify
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -121,3 +126,28 @@ def test_saved_list_with_artifacts() -> None:
     document["Version"] = "v1.0.0"
     with pytest.raises(SavedListError, match="Version"):
         parse_saved_list(json.dumps(document).encode())
+
+
+def test_entries_outside_the_top_directory_are_refused_by_extract_and_verify(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "hostile.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in [
+            (f"{TOP_DIR}/{LIST_NAME}", b"{}"),
+            ("beside.txt", b"x"),
+            (f"{TOP_DIR}/../../escaped.txt", b"x"),
+        ]:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    cache = tmp_path / "cache"
+    with pytest.raises(ExtractError) as raised:
+        extract(locate_input(archive), cache)
+    refused = [line.split(":")[0] for line in str(raised.value).splitlines()]
+    assert refused == ["beside.txt", f"{TOP_DIR}/../../escaped.txt"]
+    assert not (tmp_path / "escaped.txt").exists()
+    assert (cache / LIST_NAME).read_bytes() == b"{}"
+    errors = verify(archive, require_checksums=False).findings.errors
+    outside = [error for error in errors if "entry outside" in error]
+    assert [error.split(":")[0] for error in outside] == refused

@@ -13,22 +13,26 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hangar.cli.flags import (
     EXIT_FAILED,
     EXIT_OK,
+    HELP_FLAG,
     MAX_JOBS,
     MIN_JOBS,
     PROGRAM,
-    HelpFormatter,
-    Parser,
+    TLS_VERIFY_FLAG,
+    Flag,
     UsageError,
-    add_bool_flag,
+    additions,
     clamp_jobs,
+    command_parser,
     error,
+    given_config,
+    naming_flags,
     normalise_argv,
     say,
     warn,
@@ -51,23 +55,7 @@ from hangar.settings import ConfigError
 
 CONFIG_NAME = "cli-config.yaml"
 DEFAULT_JOBS = 4
-BOOL_FLAGS = ("--tls-verify", "--harbor-https", "--debug")
-FLAG_OF_KEY = {
-    "archive": "-s/--source",
-    "destination": "-d/--destination",
-    "compress": "-c/--compress",
-    "failed": "-o/--failed",
-    "default_project": "--default-project",
-    "repo_type": "--repo-type",
-    "harbor_https": "--harbor-https",
-    "tls_verify": "--tls-verify",
-    "cert_dir": "--cert-dir",
-    "cache": "--cache",
-    "format": "--format",
-    "retry_times": "--retry-times",
-    "retry_delay": "--retry-delay",
-    "timeout": "--timeout",
-}
+FAILED_DEFAULT = {"load": "load-failed.txt", "load-validate": "load-validate-failed.txt"}
 
 ENVIRONMENT = """\
 environment:
@@ -94,110 +82,86 @@ exit status: 0 when every saved platform is in the destination with its saved di
 something is missing (listed in the failed file; hangar v1.6.1 exits 0 there) or on bad flags."""
 
 
-def _common_flags(parser: argparse.ArgumentParser, failed_default: str) -> argparse._ArgumentGroup:
-    flags = parser.add_argument_group("hangar v1.6 flags")
-    flags.add_argument(
-        "-s",
-        "--source",
-        metavar="FILE",
-        help="archive to load: x.tar.gz, x.tar.zstd, x.tar.gz.part0 (or the parts' base name), "
-        "or a directory",
+def load_flags(command: str) -> tuple[Flag, ...]:
+    """The flags of ``load`` or ``load-validate`` (which pushes nothing, so has no Harbor
+    project or manifest format flags)."""
+    common = (
+        Flag(
+            "-s, --source FILE",
+            "archive to load: x.tar.gz, x.tar.zstd, x.tar.gz.part0 (or the parts' base name), "
+            "or a directory",
+            key="archive",
+            computed=True,
+        ),
+        Flag(
+            "-d, --destination REGISTRY",
+            "destination registry (default $DEST_REGISTRY)",
+            computed=True,
+        ),
+        Flag(
+            "-c, --compress FORMAT",
+            "gzip, zstd or dir (default: detected from the magic bytes, or a directory)",
+            choices=("gzip", "zstd", "dir"),
+        ),
+        Flag(
+            "--default-project NAME",
+            "project (namespace) for repositories that have none (default library)",
+        ),
+        Flag(
+            "-o, --failed FILE",
+            f"file listing the failed images (default {FAILED_DEFAULT[command]})",
+            computed=True,
+        ),
+        Flag(
+            "-j, --jobs N",
+            f"images in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS})",
+            "int",
+            key="",
+        ),
+        TLS_VERIFY_FLAG,
+        Flag("--debug", "show Snakemake's output and skopeo commands", "bool", key=""),
+        HELP_FLAG,
+        *additions(
+            Flag("--cache DIR", "load cache (default hangar-load-cache/<name>-<hash>)"),
+            Flag("--cert-dir DIR", "extra CA certificates (*.crt) for the destination"),
+            Flag("--retry-times N", "retries after a transient error (default 3)", "int"),
+            Flag("--retry-delay SECONDS", "first retry delay, doubled (default 1)", "float"),
+        ),
+        Flag(
+            "--timeout DURATION",
+            "longest one registry operation may take, as 90s, 10m or 1h30m (default 10m)",
+        ),
     )
-    flags.add_argument(
-        "-d",
-        "--destination",
-        metavar="REGISTRY",
-        help="destination registry (default $DEST_REGISTRY)",
+    if command == "load-validate":
+        return common
+    return (
+        *common,
+        Flag("--repo-type TYPE", "harbor: create missing projects", choices=("", "harbor")),
+        Flag("--harbor-https", "use HTTPS for Harbor's API (default true)", "bool"),
+        *additions(
+            Flag(
+                "--format v2s2",
+                "convert manifests to Docker v2s2, as hangar v1.6 (changes digests)",
+                choices=("v2s2",),
+            ),
+        ),
     )
-    flags.add_argument(
-        "-c",
-        "--compress",
-        choices=("gzip", "zstd", "dir"),
-        metavar="FORMAT",
-        help="gzip, zstd or dir (default: detected from the magic bytes, or a directory)",
-    )
-    flags.add_argument(
-        "--default-project",
-        metavar="NAME",
-        help="project (namespace) for repositories that have none (default library)",
-    )
-    flags.add_argument(
-        "-o",
-        "--failed",
-        metavar="FILE",
-        help=f"file listing the failed images (default {failed_default})",
-    )
-    flags.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        metavar="N",
-        help=f"images in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS})",
-    )
-    add_bool_flag(flags, "--tls-verify", "require HTTPS and verify certificates (default true)")
-    add_bool_flag(flags, "--debug", "show Snakemake's output and skopeo commands")
-    flags.add_argument("-h", "--help", action="help", help="show this help and exit")
-    extra = parser.add_argument_group("additions")
-    extra.add_argument(
-        "--cache", metavar="DIR", help="load cache (default hangar-load-cache/<name>-<hash>)"
-    )
-    extra.add_argument(
-        "--cert-dir", metavar="DIR", help="extra CA certificates (*.crt) for the destination"
-    )
-    extra.add_argument(
-        "--retry-times", type=int, metavar="N", help="retries after a transient error (default 3)"
-    )
-    extra.add_argument(
-        "--retry-delay",
-        type=float,
-        metavar="SECONDS",
-        help="first retry delay, doubled (default 1)",
-    )
-    flags.add_argument(
-        "--timeout",
-        metavar="DURATION",
-        help="longest one registry operation may take, as 90s, 10m or 1h30m (default 10m)",
-    )
-    return flags
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     validate_only = command == "load-validate"
-    parser = Parser(
-        prog=f"{PROGRAM} {command}",
-        usage=f"{PROGRAM} {command} -s SOURCE [-d REGISTRY] [flags]"
-        + ("" if validate_only else " [-- SNAKEMAKE_OPTIONS]"),
-        description=(
-            "Check that the images of an archive are in the destination registry, every saved "
-            "platform with its saved digest. Pushes nothing."
-            if validate_only
-            else "Load the images of an archive (written by hangar save v1.6 or this project) into "
-            "a registry, keeping every manifest as saved, and merge each tag with the platforms "
-            "the registry already has. Runs this project's Snakemake workflow."
-        ),
-        epilog=VALIDATE_EPILOG if validate_only else LOAD_EPILOG,
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-        add_help=False,
+    return command_parser(
+        command,
+        "-s SOURCE [-d REGISTRY] [flags]" + ("" if validate_only else " [-- SNAKEMAKE_OPTIONS]"),
+        "Check that the images of an archive are in the destination registry, every saved "
+        "platform with its saved digest. Pushes nothing."
+        if validate_only
+        else "Load the images of an archive (written by hangar save v1.6 or this project) into "
+        "a registry, keeping every manifest as saved, and merge each tag with the platforms "
+        "the registry already has. Runs this project's Snakemake workflow.",
+        VALIDATE_EPILOG if validate_only else LOAD_EPILOG,
+        load_flags(command),
     )
-    flags = _common_flags(
-        parser, "load-validate-failed.txt" if validate_only else "load-failed.txt"
-    )
-    if not validate_only:
-        flags.add_argument(
-            "--repo-type",
-            choices=("", "harbor"),
-            metavar="TYPE",
-            help="harbor: create missing projects",
-        )
-        add_bool_flag(flags, "--harbor-https", "use HTTPS for Harbor's API (default true)")
-        parser.add_argument_group("additions").add_argument(
-            "--format",
-            choices=("v2s2",),
-            metavar="v2s2",
-            help="convert manifests to Docker v2s2, as hangar v1.6 (changes digests)",
-        )
-    return parser
 
 
 @dataclass
@@ -215,52 +179,42 @@ def parse_load_args(command: str, argv: Sequence[str], environ: Mapping[str, str
     if "--" in words and command == "load":
         cut = words.index("--")
         words, snakemake_args = words[:cut], words[cut + 1 :]
-    args = build_parser(command).parse_args(normalise_argv(words, BOOL_FLAGS, ()))
+    args = build_parser(command).parse_args(normalise_argv(words, load_flags(command)))
     if not args.source:
         raise UsageError("-s/--source is required: the archive to load")
     destination = args.destination or environ.get("DEST_REGISTRY", "")
     if not destination.strip():
         raise UsageError("destination registry not specified: use -d or set DEST_REGISTRY")
-    config: dict[str, Any] = {"archive": args.source, "destination": destination.strip()}
-    default_failed = "load-validate-failed.txt" if command == "load-validate" else "load-failed.txt"
-    plain = {
-        "compress": args.compress,
-        "default_project": args.default_project,
-        "failed": args.failed or default_failed,
-        "tls_verify": args.tls_verify,
-        "cert_dir": args.cert_dir,
-        "cache": args.cache,
-        "retry_times": args.retry_times,
-        "retry_delay": args.retry_delay,
-        "timeout": args.timeout,
-        "repo_type": getattr(args, "repo_type", None),
-        "harbor_https": getattr(args, "harbor_https", None),
-        "format": getattr(args, "format", None),
+    config: dict[str, Any] = {
+        "archive": args.source,
+        "destination": destination.strip(),
+        "failed": args.failed or FAILED_DEFAULT[command],
+        **given_config(args, load_flags(command)),
     }
-    config.update({key: value for key, value in plain.items() if value is not None})
     jobs, jobs_warning = clamp_jobs(args.jobs, DEFAULT_JOBS)
     return LoadOptions(
         config, jobs, bool(args.debug), snakemake_args, [jobs_warning] if jobs_warning else []
     )
 
 
-def _settings(config: dict[str, Any]) -> tuple[dict[str, Any], LoadSettings]:
+def _settings(command: str, config: dict[str, Any]) -> tuple[dict[str, Any], LoadSettings]:
     try:
         full = complete_load_config(config)
         return full, LoadSettings.from_config(full)
     except ConfigError as problem:
-        lines = []
-        for line in str(problem).splitlines():
-            key, _, message = line.partition(": ")
-            lines.append(f"{FLAG_OF_KEY.get(key, key)}: {message}" if key in FLAG_OF_KEY else line)
-        raise ConfigError("\n".join(lines)) from None
+        raise naming_flags(problem, load_flags(command)) from None
 
 
-def _start(
-    command: str, argv: Sequence[str], environ: Mapping[str, str]
-) -> tuple[LoadOptions, dict[str, Any], LoadSettings] | int:
+def _run(
+    command: str,
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None,
+    run: Callable[[LoadOptions, dict[str, Any], LoadSettings], int],
+) -> int:
+    """Read and check the command line, then ``run`` it with the full config and its settings
+    (unless the cache is in use); the exit status."""
     try:
-        options = parse_load_args(command, argv, environ)
+        options = parse_load_args(command, argv, os.environ if environ is None else environ)
     except SystemExit as done:
         return int(done.code or 0)
     except UsageError as problem:
@@ -270,7 +224,7 @@ def _start(
         error("skopeo not found on PATH: install it (apt-get install skopeo)")
         return EXIT_FAILED
     try:
-        config, settings = _settings(options.config)
+        config, settings = _settings(command, options.config)
     except ConfigError as problem:
         error(str(problem))
         return EXIT_FAILED
@@ -280,7 +234,7 @@ def _start(
     if holder is not None:
         error(f"{settings.cache} is in use by a running load ({holder}); wait for it to finish")
         return EXIT_FAILED
-    return options, config, settings
+    return run(options, config, settings)
 
 
 def _statuses(settings: LoadSettings) -> dict[str, tuple[int, LoadStatus]]:
@@ -295,11 +249,11 @@ def _statuses(settings: LoadSettings) -> dict[str, tuple[int, LoadStatus]]:
 
 
 def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    started = _start("load", argv, env)
-    if isinstance(started, int):
-        return started
-    options, config, settings = started
+    return _run("load", argv, environ, _load)
+
+
+def _load(options: LoadOptions, config: dict[str, Any], settings: LoadSettings) -> int:
+    """Write the config and run the workflow, a line for each image as its push ends."""
     config_path = (state_path(settings.cache) / CONFIG_NAME).absolute()
     log_path = state_path(settings.cache) / LOG_NAME
     try:
@@ -351,11 +305,11 @@ def load_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) 
 
 
 def load_validate_command(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    started = _start("load-validate", argv, env)
-    if isinstance(started, int):
-        return started
-    options, _config, settings = started
+    return _run("load-validate", argv, environ, _validate)
+
+
+def _validate(options: LoadOptions, _config: dict[str, Any], settings: LoadSettings) -> int:
+    """Extract (once, under the run lock) and check every saved platform in the destination."""
     try:
         lock = hold_run_lock(settings.cache)
         with lock:

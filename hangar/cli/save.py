@@ -25,20 +25,22 @@ from hangar.cli.flags import (
     _GO_TRUE,
     EXIT_FAILED,
     EXIT_OK,
+    HELP_FLAG,
     MAX_JOBS,
     MIN_JOBS,
     PROGRAM,
-    HelpFormatter,
-    Parser,
+    TLS_VERIFY_FLAG,
+    Flag,
     UsageError,
-    add_bool_flag,
+    additions,
     clamp_jobs,
+    command_parser,
     default_help,
     error,
-    go_bool,
+    given_config,
+    naming_flags,
     normalise_argv,
     say,
-    split_list,
     warn,
 )
 from hangar.cli.snakemake import (
@@ -60,43 +62,6 @@ from hangar.watch import StatusWatcher, archive_bytes
 CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
 DEFAULT_JOBS = 4
-# Flags whose value is a boolean, Go style: `--flag`, `--flag=true`, `--flag=false`.
-BOOL_FLAGS = (
-    "--no-arch-os-fail",
-    "--tls-verify",
-    "--part",
-    "--debug",
-    "--dry-run",
-    "--strict",
-    "--skip-preflight",
-    "--ignore-free-space",
-)
-# Flags taking a comma-separated list; repeating the flag adds to the list.
-LIST_FLAGS = ("-a", "--arch", "--os")
-# Config keys -> the flags that set them, for error messages.
-FLAG_OF_KEY = {
-    "file": "-f/--file",
-    "source": "-s/--source",
-    "arch": "-a/--arch",
-    "os": "--os",
-    "no_arch_os_fail": "--no-arch-os-fail",
-    "strict": "--strict",
-    "failed": "-o/--failed",
-    "tls_verify": "--tls-verify",
-    "cert_dir": "--cert-dir",
-    "retry_times": "--retry-times",
-    "retry_delay": "--retry-delay",
-    "timeout": "--timeout",
-    "cache": "--cache",
-    "destination": "-d/--destination",
-    "compress": "-c/--compress",
-    "part": "--part",
-    "part_size": "--part-size",
-    "preflight": "--skip-preflight",
-    "ignore_free_space": "--ignore-free-space",
-}
-
-
 DESCRIPTION = """\
 Save the images of an image list (rancher-images.txt format: one NAME[:TAG] per line) into an
 archive that `hangar load` v1.6 reads. Takes the flags of `hangar save` v1.6 and runs this
@@ -121,140 +86,105 @@ and summarised at the end); 1 when nothing was saved, on bad flags or when skope
 130/143 when interrupted (run the same command again to resume)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog=f"{PROGRAM} save",
-        usage=f"{PROGRAM} save -f FILE [-d DESTINATION] [flags] [-- SNAKEMAKE_OPTIONS]",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-        add_help=False,
-    )
-    flags = parser.add_argument_group("hangar v1.6 flags")
-    flags.add_argument(
-        "-f", "--file", metavar="FILE", help="image list file (the format should be NAME[:TAG])"
-    )
-    flags.add_argument(
-        "-d",
-        "--destination",
-        metavar="DEST",
-        help="file name of the archive; without a '.' the format's suffix is appended "
+SAVE_FLAGS = (
+    Flag("-f, --file FILE", "image list file (the format should be NAME[:TAG])", computed=True),
+    Flag(
+        "-d, --destination DEST",
+        "file name of the archive; without a '.' the format's suffix is appended "
         "(default saved-images.tar.gz, .tar.zstd, or saved-images for -c dir)",
-    )
-    flags.add_argument(
-        "-s",
-        "--source",
-        metavar="REGISTRY",
-        help="override the source registry named in the image list (default $SOURCE_REGISTRY)",
-    )
-    flags.add_argument(
-        "-a",
-        "--arch",
-        action="append",
-        metavar="LIST",
-        help="architectures to save" + default_help("arch"),
-    )
-    flags.add_argument(
-        "--os",
-        action="append",
-        metavar="LIST",
-        help="operating systems to save" + default_help("os"),
-    )
-    add_bool_flag(
-        flags,
+    ),
+    Flag(
+        "-s, --source REGISTRY",
+        "override the source registry named in the image list (default $SOURCE_REGISTRY)",
+        computed=True,
+    ),
+    Flag("-a, --arch LIST", "architectures to save" + default_help("arch"), "list"),
+    Flag("--os LIST", "operating systems to save" + default_help("os"), "list"),
+    Flag(
         "--no-arch-os-fail",
         "count an image as failed when no platform matches --arch/--os (default false)",
-    )
-    flags.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        metavar="N",
-        help=f"images copied in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS}; hangar's "
+        "bool",
+    ),
+    Flag(
+        "-j, --jobs N",
+        f"images copied in parallel, {MIN_JOBS}-{MAX_JOBS} (default {DEFAULT_JOBS}; hangar's "
         "default is 1, but copies wait on the network, and a few at once are much faster "
         "without tripping registry rate limits)",
-    )
-    flags.add_argument(
-        "--part", nargs="?", const=True, type=go_bool, help="split the archive into parts"
-    )
-    flags.add_argument(
-        "--part-size",
-        metavar="SIZE",
-        help="size of each part: bytes, or a number with K, M or G" + default_help("part_size"),
-    )
-    flags.add_argument(
-        "-o",
-        "--failed",
-        "--output",
-        dest="failed",
-        metavar="FILE",
-        help="file listing the images that could not be saved" + default_help("failed"),
-    )
-    flags.add_argument(
-        "-c",
-        "--compress",
+        "int",
+        key="",
+    ),
+    Flag("--part", "split the archive into parts", "bool"),
+    Flag(
+        "--part-size SIZE",
+        "size of each part: bytes, or a number with K, M or G" + default_help("part_size"),
+    ),
+    Flag(
+        "-o, --failed, --output FILE",
+        "file listing the images that could not be saved" + default_help("failed"),
+    ),
+    Flag(
+        "-c, --compress FORMAT",
+        "archive format: gzip, zstd, or dir (a plain directory)" + default_help("compress"),
         choices=("gzip", "zstd", "dir"),
-        metavar="FORMAT",
-        help="archive format: gzip, zstd, or dir (a plain directory)" + default_help("compress"),
-    )
-    add_bool_flag(flags, "--tls-verify", "require HTTPS and verify certificates (default true)")
-    add_bool_flag(flags, "--debug", "show Snakemake's output and the skopeo commands of each image")
-    flags.add_argument("-h", "--help", action="help", help="show this help and exit")
-    extra = parser.add_argument_group("additions")
-    add_bool_flag(
-        extra,
-        "--dry-run",
-        "copy nothing: show the platforms each image would save and which it lacks",
-    )
-    add_bool_flag(
-        extra,
-        "--strict",
-        "refuse a list with invalid lines, before any download (default: skip each with "
-        "a warning, as hangar does)",
-    )
-    add_bool_flag(
-        extra,
-        "--skip-preflight",
-        "start copying without the checks made first (arch/os names, one probe of each "
-        "registry, the credentials given for it); config: preflight: false",
-    )
-    add_bool_flag(
-        extra,
-        "--ignore-free-space",
-        "go on when the disk looks too small for an image or the archive (default: stop, "
-        "with the figures); config: ignore_free_space: true",
-    )
-    extra.add_argument(
-        "--cache",
-        metavar="DIR",
-        help="cache folder kept between runs, to resume" + default_help("cache"),
-    )
-    extra.add_argument(
-        "--retry-times",
-        type=int,
-        metavar="N",
-        help="retries of a registry request after a transient error" + default_help("retry_times"),
-    )
-    extra.add_argument(
-        "--retry-delay",
-        type=float,
-        metavar="SECONDS",
-        help="wait before the first retry, doubled at each further one"
-        + default_help("retry_delay"),
-    )
-    extra.add_argument(
-        "--timeout",
-        metavar="DURATION",
-        help="longest one registry operation may take, as 90s, 10m or 1h30m; then it is "
-        "retried, and the image fails" + default_help("timeout"),
-    )
-    extra.add_argument(
-        "--cert-dir",
-        metavar="DIR",
-        help="directory of extra CA certificates (*.crt) trusted for the source registry",
-    )
-    return parser
+    ),
+    TLS_VERIFY_FLAG,
+    Flag("--debug", "show Snakemake's output and the skopeo commands of each image", "bool", ""),
+    HELP_FLAG,
+    *additions(
+        Flag(
+            "--dry-run",
+            "copy nothing: show the platforms each image would save and which it lacks",
+            "bool",
+            key="",
+        ),
+        Flag(
+            "--strict",
+            "refuse a list with invalid lines, before any download (default: skip each with "
+            "a warning, as hangar does)",
+            "bool",
+        ),
+        Flag(
+            "--skip-preflight",
+            "start copying without the checks made first (arch/os names, one probe of each "
+            "registry, the credentials given for it); config: preflight: false",
+            "bool",
+            key="preflight",
+            computed=True,
+        ),
+        Flag(
+            "--ignore-free-space",
+            "go on when the disk looks too small for an image or the archive (default: stop, "
+            "with the figures); config: ignore_free_space: true",
+            "bool",
+        ),
+        Flag("--cache DIR", "cache folder kept between runs, to resume" + default_help("cache")),
+        Flag(
+            "--retry-times N",
+            "retries of a registry request after a transient error" + default_help("retry_times"),
+            "int",
+        ),
+        Flag(
+            "--retry-delay SECONDS",
+            "wait before the first retry, doubled at each further one"
+            + default_help("retry_delay"),
+            "float",
+        ),
+        Flag(
+            "--timeout DURATION",
+            "longest one registry operation may take, as 90s, 10m or 1h30m; then it is "
+            "retried, and the image fails" + default_help("timeout"),
+        ),
+        Flag(
+            "--cert-dir DIR",
+            "directory of extra CA certificates (*.crt) trusted for the source registry",
+        ),
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    usage = "-f FILE [-d DESTINATION] [flags] [-- SNAKEMAKE_OPTIONS]"
+    return command_parser("save", usage, DESCRIPTION, EPILOG, SAVE_FLAGS)
 
 
 @dataclass
@@ -278,7 +208,7 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
         cut = words.index("--")
         words, snakemake_args = words[:cut], words[cut + 1 :]
     try:
-        args = build_parser().parse_args(normalise_argv(words, BOOL_FLAGS, LIST_FLAGS))
+        args = build_parser().parse_args(normalise_argv(words, SAVE_FLAGS))
     except UsageError as problem:
         if "unrecognized arguments" in str(problem) and any(
             word.lower() in _GO_TRUE | _GO_FALSE for word in words
@@ -293,28 +223,9 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
     source = args.source if args.source is not None else env.get("SOURCE_REGISTRY", "")
     if source:
         config["source"] = source.strip()
-    for key in ("arch", "os"):
-        values = getattr(args, key)
-        if values is not None:
-            config[key] = split_list(values)
-    plain = {
-        "destination": args.destination,
-        "failed": args.failed,
-        "compress": args.compress,
-        "part_size": args.part_size,
-        "cache": args.cache,
-        "cert_dir": args.cert_dir,
-        "retry_times": args.retry_times,
-        "retry_delay": args.retry_delay,
-        "timeout": args.timeout,
-        "no_arch_os_fail": args.no_arch_os_fail,
-        "strict": args.strict,
-        "tls_verify": args.tls_verify,
-        "part": args.part,
-        "preflight": None if args.skip_preflight is None else not args.skip_preflight,
-        "ignore_free_space": args.ignore_free_space,
-    }
-    config.update({key: value for key, value in plain.items() if value is not None})
+    config.update(given_config(args, SAVE_FLAGS))
+    if args.skip_preflight is not None:
+        config["preflight"] = not args.skip_preflight
     jobs, jobs_warning = clamp_jobs(args.jobs, DEFAULT_JOBS)
     return SaveOptions(
         config=config,
@@ -326,21 +237,13 @@ def parse_save_args(argv: Sequence[str], environ: Mapping[str, str] | None = Non
     )
 
 
-def _flag_message(key: str, message: str) -> str:
-    return f"{FLAG_OF_KEY.get(key, key)}: {message}"
-
-
 def complete_flags_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with the schema's defaults, validated as the workflow will; errors name the
     flag."""
     try:
         return complete_config(config)
     except ConfigError as problem:
-        lines = []
-        for line in str(problem).splitlines():
-            key, _, message = line.partition(": ")
-            lines.append(_flag_message(key.split(".")[0], message))
-        raise ConfigError("\n".join(lines)) from None
+        raise naming_flags(problem, SAVE_FLAGS) from None
 
 
 def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry], list[SkippedLine]]:
@@ -350,11 +253,10 @@ def check_config(config: dict[str, Any]) -> tuple[Settings, list[ListEntry], lis
     try:
         settings = Settings.from_config(config)
     except ConfigError as problem:
-        key, _, message = str(problem).partition(": ")
-        text = _flag_message(key, message) if key in FLAG_OF_KEY else str(problem)
-        raise ConfigError(text) from None
+        raise naming_flags(problem, SAVE_FLAGS) from None
     if settings.cert_dir and not Path(settings.cert_dir).is_dir():
-        raise ConfigError(_flag_message("cert_dir", f"{settings.cert_dir} is not a directory"))
+        missing = ConfigError(f"cert_dir: {settings.cert_dir} is not a directory")
+        raise naming_flags(missing, SAVE_FLAGS)
     image_list = load_image_list(settings.file, settings.source, settings.strict)
     return settings, image_list.entries, image_list.skipped
 
@@ -417,18 +319,20 @@ def missing_archive(settings: Settings) -> str:
 
 def archive_description(settings: Settings) -> str:
     destination = settings.destination
+    checksums = checksum_path(destination)
     if settings.compress == "dir":
         return f"archive: directory {destination}"
     if settings.part_size is None:
         size = destination.stat().st_size if destination.exists() else 0
-        return f"archive: {destination} ({human_size(size)}), checksum in {destination}.sha256"
+        return f"archive: {destination} ({human_size(size)}), checksum in {checksums}"
     parts: list[Path] = []
     while (part := part_path(destination, len(parts))).exists():
         parts.append(part)
     size = sum(part.stat().st_size for part in parts)
+    last = part_path(destination, max(len(parts) - 1, 0))
     return (
-        f"archive: {destination}.part0 … .part{max(len(parts) - 1, 0)} ({len(parts)} parts, "
-        f"{human_size(size)}), checksums in {destination}.sha256"
+        f"archive: {part_path(destination, 0)} … {last.suffix} ({len(parts)} parts, "
+        f"{human_size(size)}), checksums in {checksums}"
     )
 
 

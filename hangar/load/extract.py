@@ -18,7 +18,7 @@ from typing import Any
 from hangar.layout import BLOB_DIR, saved_list_path, state_path
 from hangar.load.source import LoadInput
 from hangar.status import write_atomic
-from hangar.verify import CHUNK, TAR_BUFFER, PartReader, open_decompressed, relative_to_top
+from hangar.verify import CHUNK, PartReader, members_under_top, open_decompressed
 
 MARKER_NAME = "extracted.json"
 
@@ -71,21 +71,20 @@ def extract(load_input: LoadInput, cache: Path, log: Any = print) -> bool:
     problems: list[str] = []
     try:
         _, stream = open_decompressed(raw)
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-            for member in tar:
-                relative = relative_to_top(member.name)
-                if relative is None:
-                    problems.append(f"{member.name}: entry outside the archive's top directory")
-                    continue
-                if member.isdir() or not relative:
-                    (cache / relative).mkdir(parents=True, exist_ok=True)
-                    continue
-                if not member.isfile():
-                    problems.append(f"{member.name}: links and special files are not allowed")
-                    continue
-                actual = _write_member(tar, member, cache / relative)
-                if relative.startswith(BLOB_DIR + "/") and actual != relative.rsplit("/", 1)[1]:
-                    problems.append(f"{member.name}: content hashes to sha256:{actual}")
+
+        def outside(name: str) -> None:
+            problems.append(f"{name}: entry outside the archive's top directory")
+
+        for tar, member, relative in members_under_top(stream, outside):
+            if member.isdir() or not relative:
+                (cache / relative).mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                problems.append(f"{member.name}: links and special files are not allowed")
+                continue
+            actual = _write_member(tar, member, cache / relative)
+            if relative.startswith(BLOB_DIR + "/") and actual != relative.rsplit("/", 1)[1]:
+                problems.append(f"{member.name}: content hashes to sha256:{actual}")
     except (tarfile.TarError, EOFError, OSError, ValueError) as problem:
         if isinstance(problem, OSError) and problem.errno is not None:
             raise  # the disk, not the archive

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hangar.layout import INDEX_NAME, LIST_VERSION, saved_list_path
+from hangar.layout import INDEX_NAME, LIST_NAME, LIST_VERSION, saved_list_path
 from hangar.platforms import Platform
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -56,7 +56,7 @@ def _text(entry: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def parse_saved_list(data: bytes, where: str = "saved-images-list.json") -> list[LoadItem]:
+def parse_saved_list(data: bytes, where: str = LIST_NAME) -> list[LoadItem]:
     try:
         document = json.loads(data)
     except ValueError as problem:

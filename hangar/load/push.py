@@ -90,38 +90,57 @@ def _pushed_digest(digestfile: Path, expected: str, manifest_format: str) -> str
     return digest
 
 
-def push_platforms(
-    item: LoadItem,
-    repository: str,
-    options: PushOptions,
-    skopeo: Skopeo,
-    staging: Path,
-    log: Callable[[str], None],
-    status: LoadStatus,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ItemPush:
+    """What pushing one item takes: its destination repository, the skopeo to push with, a
+    staging folder of its own, its log, and the status its pushes are recorded in."""
+
+    repository: str
+    options: PushOptions
+    skopeo: Skopeo
+    staging: Path
+    log: Callable[[str], None]
+    status: LoadStatus
+
+    def push_folder(
+        self, folder: str, tag: str, what: str, digest: str, manifest_format: str
+    ) -> str:
+        """Push the saved OCI layout ``folder`` (blobs from the archive's share) as ``tag``;
+        the digest the destination stored, which is the saved ``digest`` unless a
+        ``manifest_format`` converts it."""
+        target = f"{self.repository}:{tag}"
+        self.log(f"pushing {what} ({digest}) -> {target}")
+        digestfile = self.staging / f"{folder}.digest"
+        self.skopeo.push(
+            self.options.root / folder,
+            share_path(self.options.root),
+            target,
+            manifest_format=manifest_format,
+            digestfile=digestfile,
+        )
+        return _pushed_digest(digestfile, digest, manifest_format)
+
+
+def push_platforms(item: LoadItem, push: ItemPush) -> list[dict[str, Any]]:
     entries = []
-    share = share_path(options.root)
+    manifest_format = push.options.manifest_format
     for saved in item.platforms:
         platform = saved.platform
         try:
-            descriptor = folder_manifest(options.root, saved.folder)
+            descriptor = folder_manifest(push.options.root, saved.folder)
         except (OSError, ValueError, KeyError) as problem:
             raise ImageError(
                 f"{platform}: saved folder {saved.folder} unreadable: {problem}"
             ) from None
-        target = f"{repository}:{platform.copied_tag(item.tag)}"
-        log(f"pushing {platform} ({descriptor['digest']}) -> {target}")
-        digestfile = staging / f"{saved.folder}.digest"
-        skopeo.push(
-            options.root / saved.folder,
-            share,
-            target,
-            manifest_format=options.manifest_format,
-            digestfile=digestfile,
+        digest = push.push_folder(
+            saved.folder,
+            platform.copied_tag(item.tag),
+            str(platform),
+            descriptor["digest"],
+            manifest_format,
         )
-        digest = _pushed_digest(digestfile, descriptor["digest"], options.manifest_format)
-        if options.manifest_format:
-            raw = skopeo.inspect_raw(f"{repository}@{digest}")
+        if manifest_format:
+            raw = push.skopeo.inspect_raw(f"{push.repository}@{digest}")
             descriptor = {"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(raw)}
         fields = {
             "architecture": platform.architecture,
@@ -130,44 +149,28 @@ def push_platforms(
             "os.version": platform.os_version,
         }
         entries.append(index_entry(descriptor, fields))
-        status.pushed.append({"platform": str(platform), "digest": digest})
+        push.status.pushed.append({"platform": str(platform), "digest": digest})
     return entries
 
 
-def push_tag_index(
-    repository: str,
-    tag: str,
-    entries: list[dict[str, Any]],
-    skopeo: Skopeo,
-    staging: Path,
-    log: Callable[[str], None],
-) -> str:
-    target = f"{repository}:{tag}"
-    existing = existing_entries(read_remote(skopeo, target))
+def push_tag_index(push: ItemPush, tag: str, entries: list[dict[str, Any]]) -> str:
+    target = f"{push.repository}:{tag}"
+    existing = existing_entries(read_remote(push.skopeo, target))
     index = merged_index(entries, existing)
     kept = len(json.loads(index)["manifests"]) - len(entries)
-    layout = staging / "index"
+    layout = push.staging / "index"
     digest = write_index_layout(layout, index)
-    log(f"writing {target} ({digest}): {len(entries)} pushed, {kept} kept from the destination")
-    skopeo.push(layout, None, target, index_only=True)
+    push.log(
+        f"writing {target} ({digest}): {len(entries)} pushed, {kept} kept from the destination"
+    )
+    push.skopeo.push(layout, None, target, index_only=True)
     return digest
 
 
-def push_artifact(
-    item: LoadItem,
-    repository: str,
-    options: PushOptions,
-    skopeo: Skopeo,
-    staging: Path,
-    log: Callable[[str], None],
-    status: LoadStatus,
-) -> None:
-    target = f"{repository}:{item.tag}"
-    log(f"pushing artifact {item.digest} -> {target}")
-    digestfile = staging / "artifact.digest"
-    skopeo.push(options.root / item.folder, share_path(options.root), target, digestfile=digestfile)
-    digest = _pushed_digest(digestfile, item.digest, "")
-    status.pushed.append({"platform": "artifact", "digest": digest})
+def push_artifact(item: LoadItem, push: ItemPush) -> None:
+    """An artifact (a Helm chart, ...) keeps its digest even when images are converted."""
+    digest = push.push_folder(item.folder, item.tag, "artifact", item.digest, "")
+    push.status.pushed.append({"platform": "artifact", "digest": digest})
 
 
 def create_harbor_project(item: LoadItem, options: PushOptions, log: Callable[[str], None]) -> None:
@@ -203,16 +206,13 @@ def load_item(
         if options.repo_type == "harbor":
             create_harbor_project(item, options, log)
         with tempfile.TemporaryDirectory(dir=tmp_dir(options.state)) as staging_name:
-            staging = Path(staging_name)
+            push = ItemPush(repository, options, skopeo, Path(staging_name), log, status)
             if item.kind == "artifact":
-                push_artifact(item, repository, options, skopeo, staging, log, status)
+                push_artifact(item, push)
             elif not item.platforms:
                 raise ImageError("no saved platform")
             else:
-                entries = push_platforms(item, repository, options, skopeo, staging, log, status)
-                status.index_digest = push_tag_index(
-                    repository, item.tag, entries, skopeo, staging, log
-                )
+                status.index_digest = push_tag_index(push, item.tag, push_platforms(item, push))
     except (ImageError, SavedListError) as problem:
         status.state = "failed"
         status.reason = str(problem)

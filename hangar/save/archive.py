@@ -1,7 +1,8 @@
 """Pack the saved images of a cache into a hangar v1.6 archive.
 
 The selection is exactly what `saved-images-list.json` names: each listed folder (an OCI layout
-whose blobs live in the shared `share/sha256/`) and every blob its manifests reference. Written as
+whose blobs live in the cache's shared ``hangar.layout.BLOB_DIR``) and every blob its manifests
+reference. Written as
 
 * gzip / zstd: one streaming pass tar -> compressor -> part writer (hashes computed on the way), top
   directory `saved-image-cache/`, reproducible entries (sorted, uid/gid 0, fixed modes, mtime = the
@@ -146,7 +147,7 @@ def _listed_folders(cache: Path) -> tuple[list[str], int]:
     artifacts = data.get("Artifacts", [])
     if not isinstance(artifacts, list):
         raise ArchiveError(f"{path}: 'Artifacts' is not an array")
-    for artifact in artifacts:  # OCI artifacts: one layout each, blobs in share/ like images'
+    for artifact in artifacts:  # OCI artifacts: one layout each, blobs shared like images'
         folder = artifact.get("Folder") if isinstance(artifact, dict) else None
         if not isinstance(folder, str) or not _HEX64.fullmatch(folder):
             raise ArchiveError(f"{path}: artifact {artifact!r} has an invalid Folder")

@@ -149,7 +149,7 @@ def _holds_its_manifest(cache: Path, saved: SavedPlatform) -> bool:
     if not saved.Layout:
         return True
     try:
-        index = json.loads((cache / saved.Folder / "index.json").read_text())
+        index = json.loads((cache / saved.Folder / INDEX_NAME).read_text())
         return [m["digest"] for m in index["manifests"]] == [saved.Layout]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False

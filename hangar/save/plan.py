@@ -5,9 +5,9 @@ many bytes that takes after deduplication, and whether it fits on the disk.
 config file). For every image of the list it reads the manifest (``skopeo inspect --raw``) and,
 for each selected platform, the platform manifest, which lists the config and layer digests with
 their compressed sizes; no layer is downloaded. Blobs are counted once across the whole list and
-not at all when ``<cache>/share/sha256/`` already holds them, which is exactly what the save will
-download. The table is printed and written as CSV (``save-plan.csv``), followed by the totals, the
-estimated archive size and the free space where the cache and the archive go.
+not at all when the cache already holds them (``hangar.layout.blob_path``), which is exactly what
+the save will download. The table is printed and written as CSV (``save-plan.csv``), followed by
+the totals, the estimated archive size and the free space where the cache and the archive go.
 
 Exit status: 0 when the save fits, 3 when it will not fit on the disk (the plan is still
 written), 1 on a bad config or image list or when no image can be read, 2 for bad arguments.
@@ -52,7 +52,7 @@ EXIT_OK, EXIT_ERROR, EXIT_NO_SPACE = 0, 1, 3
 BLOCK = tarfile.BLOCKSIZE
 FOLDER_OVERHEAD = 6 * BLOCK  # folder, blobs/, index.json, oci-layout: headers and contents
 DIR_FOLDER_BYTES = 4 * 4096  # a dir destination's folder: 2 directories and 2 small files
-DIR_ROOT_BYTES = 4 * 4096  # share/, share/sha256/, saved-images-list.json, the checksum file
+DIR_ROOT_BYTES = 4 * 4096  # layout's SHARE_DIR, BLOB_DIR, LIST_NAME and the checksum file
 CSV_COLUMNS = (
     "image",
     "digest",
@@ -235,7 +235,7 @@ def plan_image(entry: ListEntry, settings: Settings, credentials: str = "") -> I
 
 
 def _in_cache(blob: Blob, cache: Path) -> bool:
-    """The save will not download this blob: skopeo reuses any blob file already in share/."""
+    """The save will not download this blob: skopeo reuses the cache's file of it."""
     path = blob_path(cache, blob.digest)
     try:
         if path.stat().st_size == blob.size:
@@ -266,7 +266,7 @@ def count(plan: Plan) -> None:
     seen: set[str] = set()
     sizes: dict[str, int] = {}
     folders: set[str] = set()
-    tar_total = 3 * BLOCK  # top dir, share/, share/sha256/
+    tar_total = 3 * BLOCK  # layout's TOP_DIR, SHARE_DIR and BLOB_DIR
     for image in plan.images:
         own: set[str] = set()
         for blob in image.blobs:
