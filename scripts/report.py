@@ -6,16 +6,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from hangar.imagelist import load_image_list
+from hangar.layout import status_dir
 from hangar.save.report import human_size, read_statuses, write_report
 
 params = snakemake.params
-statuses = read_statuses(Path(path) for path in snakemake.input.statuses)
+image_list = load_image_list(params.image_list, params.source)
+image_ids = dict.fromkeys(entry.ref.image_id for entry in image_list.entries)
+statuses = read_statuses(status_dir(params.cache) / f"{image_id}.json" for image_id in image_ids)
 summary = write_report(
     statuses,
     Path(snakemake.output.html),
     Path(snakemake.output.csv),
     str(params.cache),
-    invalid=load_image_list(params.image_list, params.source).skipped,
+    invalid=image_list.skipped,
 )
 with open(snakemake.log[0], "w") as log:
     print(
