@@ -41,6 +41,7 @@ _STATUS_TEMP = re.compile(r"\.[A-Za-z0-9._-]+\.json\.[A-Za-z0-9_]+\.tmp")
 
 @dataclass
 class CheckResult:
+    trusted: set[str] = field(default_factory=set)  # ids whose status is kept
     retried: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
     removed_leftovers: list[str] = field(default_factory=list)
@@ -148,6 +149,7 @@ def invalidate_stale(
             path.unlink(missing_ok=True)
             result.retried.append(image_id)
     release_stale(cache, trusted_ids, held)  # and of those saved again: they claim anew
+    result.trusted = trusted_ids
     result.removed_blobs = checker.removed
     result.removed_leftovers = remove_leftovers(cache)
     return result
