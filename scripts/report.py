@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
 from hangar.imagelist import load_image_list
+from hangar.layout import status_dir
 from hangar.save.report import (
     earlier_ids,
     gather_run,
@@ -19,7 +20,9 @@ from hangar.save.report import (
 from hangar.status import unoffered_warning
 
 params = snakemake.params
-paths = [Path(path) for path in snakemake.input.statuses]
+image_list = load_image_list(params.image_list, params.source)
+image_ids = dict.fromkeys(entry.ref.image_id for entry in image_list.entries)
+paths = [status_dir(params.cache) / f"{image_id}.json" for image_id in image_ids]
 statuses = read_statuses(paths)
 run = gather_run(
     Path(params.cache),
@@ -37,7 +40,7 @@ summary = write_report(
     Path(snakemake.output.html),
     Path(snakemake.output.csv),
     str(params.cache),
-    invalid=load_image_list(params.image_list, params.source).skipped,
+    invalid=image_list.skipped,
     run=run,
     earlier=earlier_ids(paths, run.started),
     warnings=[unoffered] if unoffered else [],

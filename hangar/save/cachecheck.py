@@ -17,9 +17,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from hangar.layout import INDEX_NAME, blob_path, expected_dir, share_path, status_dir, tmp_dir
 from hangar.safedelete import check_own_dirs, remove_blobs, remove_matching
@@ -40,14 +41,19 @@ _STATUS_TEMP = re.compile(r"\.[A-Za-z0-9._-]+\.json\.[A-Za-z0-9_]+\.tmp")
 
 @dataclass
 class CheckResult:
+    trusted: set[str] = field(default_factory=set)  # ids whose status is kept
     retried: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
     removed_leftovers: list[str] = field(default_factory=list)
 
 
-def referenced_blobs(layout: Path, share: Path) -> Iterator[tuple[str, int]]:
-    """(digest, size) of every blob the layout's index references, manifests included."""
-    index = json.loads((layout / INDEX_NAME).read_text())
+def referenced_blobs(
+    layout: Path, share: Path, index: Any | None = None
+) -> Iterator[tuple[str, int]]:
+    """(digest, size) of every blob the layout's index references, manifests included.
+    ``index``: the layout's index.json, when already read."""
+    if index is None:
+        index = json.loads((layout / INDEX_NAME).read_text())
     pending = list(index["manifests"])
     while pending:
         descriptor = pending.pop()
@@ -90,9 +96,9 @@ class BlobChecker:
             self.removed.append(digest)
         return good
 
-    def layout_ok(self, layout: Path) -> bool:
+    def layout_ok(self, layout: Path, index: Any | None = None) -> bool:
         try:
-            return all(self.ok(d, s) for d, s in referenced_blobs(layout, self.share))
+            return all(self.ok(d, s) for d, s in referenced_blobs(layout, self.share, index))
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return False  # unreadable index or manifest: damaged as well
 
@@ -112,7 +118,8 @@ def invalidate_stale(
     cache = Path(cache)
     check_own_dirs(cache)
     image_ids = list(image_ids)
-    release_stale(cache, set(image_ids))  # claims of images no longer listed
+    # claims of images no longer listed; the others are read once, here
+    held = release_stale(cache, set(image_ids))
     directory = status_dir(cache)
     checker = BlobChecker(share_path(cache), depth)
     result = CheckResult()
@@ -125,40 +132,62 @@ def invalidate_stale(
             continue
         except (OSError, ValueError, TypeError):
             status = None
+        indexes = _read_indexes(cache, status.folders if status else [])
         trusted = (
             status is not None
             and status.state != "failed"
-            and all(checker.layout_ok(cache / folder) for folder in status.folders)
-            and all(_holds_its_manifest(cache, p) for p in status.saved)
-            and all(_owns(cache, p.Folder, image_id, status.reference) for p in status.saved)
+            and all(checker.layout_ok(cache / f, indexes.get(f)) for f in status.folders)
+            and all(_holds_its_manifest(cache, p, indexes.get(p.Folder)) for p in status.saved)
+            and all(
+                _owns(cache, held, p.Folder, Claim(image_id, status.reference))
+                for p in status.saved
+            )
         )
         if trusted:
             trusted_ids.add(image_id)
         else:
             path.unlink(missing_ok=True)
             result.retried.append(image_id)
-    release_stale(cache, trusted_ids)  # and of those saved again: they claim anew
+    release_stale(cache, trusted_ids, held)  # and of those saved again: they claim anew
+    result.trusted = trusted_ids
     result.removed_blobs = checker.removed
     result.removed_leftovers = remove_leftovers(cache)
     return result
 
 
-def _holds_its_manifest(cache: Path, saved: SavedPlatform) -> bool:
+def _read_indexes(cache: Path, folders: Iterable[str]) -> dict[str, Any]:
+    """The index.json of each folder that has a readable one, read once for both checks."""
+    indexes = {}
+    for folder in folders:
+        with suppress(OSError, ValueError, RecursionError):  # the checks read it again, and fail
+            indexes[folder] = json.loads((cache / folder / INDEX_NAME).read_text())
+    return indexes
+
+
+def _holds_its_manifest(cache: Path, saved: SavedPlatform, index: Any | None = None) -> bool:
     """The folder still holds the manifest this save wrote (not another image's, copied over
-    it). Statuses from before ``Layout`` was recorded are not checked."""
+    it). Statuses from before ``Layout`` was recorded are not checked. ``index``: the
+    folder's index.json, when already read."""
     if not saved.Layout:
         return True
     try:
-        index = json.loads((cache / saved.Folder / INDEX_NAME).read_text())
+        if index is None:
+            index = json.loads((cache / saved.Folder / INDEX_NAME).read_text())
         return [m["digest"] for m in index["manifests"]] == [saved.Layout]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False
 
 
-def _owns(cache: Path, folder: str, image_id: str, reference: str) -> bool:
-    """The image holds the claim on its folder (taken now if nobody holds it)."""
-    holder, _ = claim(cache, folder, Claim(image_id, reference))
-    return holder is None
+def _owns(cache: Path, held: dict[str, Claim], folder: str, claimant: Claim) -> bool:
+    """The image holds the claim on its folder (taken now if nobody holds it). ``held``: the
+    cache's claims, kept up to date here (no job runs meanwhile: the run lock is held)."""
+    holder = held.get(folder)
+    if holder is None:
+        holder, _ = claim(cache, folder, claimant)
+        if holder is None:
+            held[folder] = claimant
+            return True
+    return holder.image_id == claimant.image_id
 
 
 def remove_leftovers(cache: Path) -> list[str]:

@@ -93,12 +93,29 @@ def release(cache: Path, folder: str, image_id: str) -> None:
         _path(cache, folder).unlink(missing_ok=True)
 
 
-def release_stale(cache: Path, keep: Collection[str]) -> None:
-    """Drop every claim whose image is not in ``keep`` (the ids with a trusted save)."""
+def read_claims(cache: Path) -> dict[str, Claim]:
+    """Every claim of the cache, by folder (one read each)."""
     directory = claims_dir(cache)
     if not directory.is_dir() or directory.is_symlink():
-        return
+        return {}
+    held = {}
     for path in directory.iterdir():
         holder = read_claim(cache, path.name)
-        if holder is None or holder.image_id not in keep:
-            path.unlink(missing_ok=True)
+        if holder is not None:
+            held[path.name] = holder
+    return held
+
+
+def release_stale(
+    cache: Path, keep: Collection[str], held: dict[str, Claim] | None = None
+) -> dict[str, Claim]:
+    """Drop every claim whose image is not in ``keep`` (the ids with a trusted save); return
+    the claims left, by folder. ``held``: the claims as read before (``read_claims``, or this
+    function's result), when nothing else has changed them since."""
+    kept = {}
+    for folder, holder in (read_claims(cache) if held is None else held).items():
+        if holder.image_id in keep:
+            kept[folder] = holder
+        else:
+            _path(cache, folder).unlink(missing_ok=True)
+    return kept

@@ -43,9 +43,8 @@ if workflow.is_main_process:
 # a hung copy never does, SIGTERM stops the skopeo children first: the run ends within seconds.
 onstart:
     stop_on_sigterm()
-    preflight = [
-        ref for i, ref in IMAGES.items() if not (STATUS_DIR / f"{i}.json").exists()
-    ]
+    # the images to download: those without a status the resume check kept
+    preflight = [ref for i, ref in IMAGES.items() if i not in CHECK.trusted]
     if config.get("preflight", True) and preflight:
         try:
             check(
