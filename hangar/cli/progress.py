@@ -118,13 +118,36 @@ class StatusWatcher:
             keys[image_id] = (stat.st_ino, stat.st_mtime_ns)
         return keys
 
-    def poll(self) -> list[tuple[str, ImageStatus]]:
-        """Re-read changed status files; return the images this run finished, once each."""
+    def _stat(self, image_ids: Iterable[str]) -> dict[str, _FileKey]:
+        keys: dict[str, _FileKey] = {}
+        for image_id in image_ids:
+            if image_id not in self._wanted:
+                continue
+            try:
+                stat = (self.directory / f"{image_id}.json").stat()
+            except FileNotFoundError:
+                self._current.pop(image_id, None)
+                continue
+            keys[image_id] = (stat.st_ino, stat.st_mtime_ns)
+        return keys
+
+    def poll(self, only: Iterable[str] | None = None) -> list[tuple[str, ImageStatus]]:
+        """Re-read changed status files (all, or those of the images ``only`` names: one
+        stat each instead of a listing of the whole directory); return the images this run
+        finished, once each."""
+        if only is not None:
+            named = list(only)
+            return self._read(self._stat(named), named)
         keys = self._scan()
         for image_id in set(self._current) - set(keys):
             # A directory listing taken while files are renamed into it may miss some.
             if not (self.directory / f"{image_id}.json").exists():
                 del self._current[image_id]
+        return self._read(keys, self.ids)
+
+    def _read(
+        self, keys: dict[str, _FileKey], candidates: Iterable[str]
+    ) -> list[tuple[str, ImageStatus]]:
         for image_id, key in keys.items():
             known = self._current.get(image_id)
             if known is not None and known[0] == key:
@@ -135,7 +158,7 @@ class StatusWatcher:
                 continue  # vanished or replaced while reading: next poll
             self._current[image_id] = (key, status)
         finished = []
-        for image_id in self.ids:
+        for image_id in candidates:
             if image_id in self._reported or not self.is_new(image_id):
                 continue
             self._reported.add(image_id)
