@@ -173,7 +173,7 @@ def save_image(
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
     started = time.monotonic()
     try:
-        resolved = resolve(skopeo, ref.pull_reference)
+        resolved = resolve(skopeo, ref.pull_reference, cache)
         if resolved.artifact is not None:
             status.artifact = save_artifact(skopeo, ref, resolved.artifact, cache, log)
             status.available = [f"artifact {resolved.artifact.artifact_type}"]
