@@ -323,6 +323,35 @@ The same table is in the CSV file beside this page.</p>
 # --- files -------------------------------------------------------------------------------------
 
 
+def run_job(
+    status_paths: Iterable[str | Path],
+    html_path: str | Path,
+    csv_path: str | Path,
+    cache: str | Path,
+    image_list: str | Path,
+    source: str,
+    log_path: str | Path,
+) -> None:
+    """The workflow's report job, run in Snakemake's own process (no interpreter start)."""
+    statuses = read_statuses(Path(path) for path in status_paths)
+    summary = write_report(
+        statuses,
+        Path(html_path),
+        Path(csv_path),
+        str(cache),
+        invalid=load_image_list(image_list, source).skipped,
+    )
+    with open(log_path, "w") as log:
+        print(
+            f"{summary['images']} image(s): {summary['ok']} saved, {summary['failed']} failed, "
+            f"{summary['skipped']} without a matching platform, {summary['invalid']} invalid "
+            f"line(s) skipped; {summary['platforms']} platform(s), {summary['artifacts']} "
+            f"artifact(s), {human_size(summary['bytes'])}, {summary['seconds']:.1f} s of job "
+            f"time, {summary['retries']} retries",
+            file=log,
+        )
+
+
 def read_statuses(paths: Iterable[Path]) -> list[tuple[str, ImageStatus]]:
     return [(Path(path).stem, ImageStatus.read(path)) for path in paths]
 

@@ -4,6 +4,8 @@ from hangar.save.plan import write_plan
 
 
 rule report:
+    # in Snakemake's process, as the image jobs: a script job costs an interpreter start and
+    # Snakemake's import (~1 s of CPU); pandas is imported here, not when the workflow is parsed
     input:
         statuses=all_statuses,
         saved_list=SAVED_LIST,
@@ -13,14 +15,22 @@ rule report:
     log:
         "logs/report.log",
     localrule: True
-    conda:
-        "../../envs/hangar-save.yaml"
     params:
         cache=CACHE,
         image_list=SETTINGS.file,
         source=SETTINGS.source,
-    script:
-        "../../scripts/report.py"
+    run:
+        from hangar.save.report import run_job as write_report
+
+        write_report(
+            input.statuses,
+            output.html,
+            output.csv,
+            params.cache,
+            params.image_list,
+            params.source,
+            log[0],
+        )
 
 
 rule verify:
