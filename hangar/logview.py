@@ -168,7 +168,9 @@ class SaveLogView:
         if job is None:
             return
         if job.rule == "save_image":
-            self._poll()
+            # the job's status file only: a listing of the whole status directory per job
+            # grows with the list (quadratic in all); the ticker still lists it now and then
+            self._poll([Path(path).stem for path in job.output])
         elif job.rule not in SAVE_RULES and job.output:
             self._extra_lines.append(f"{job.rule}: done ({', '.join(job.output)})")
 
@@ -190,10 +192,10 @@ class SaveLogView:
 
     # -- progress ---------------------------------------------------------------------------
 
-    def _poll(self) -> None:
+    def _poll(self, only: list[str] | None = None) -> None:
         if self._watcher is None or self._display is None:
             return
-        for _image_id, status in self._watcher.poll():
+        for _image_id, status in self._watcher.poll(only):
             self._display.image_done(status)
 
     def _tick_loop(self) -> None:

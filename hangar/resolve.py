@@ -15,8 +15,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from hangar.layout import blob_path
 from hangar.platforms import (
     Platform,
     index_platforms,
@@ -99,8 +101,25 @@ def index_artifact(index: Mapping[str, Any], raw: bytes) -> Artifact | None:
     )
 
 
-def resolve(skopeo: Skopeo, reference: str) -> Resolved:
-    """Read ``docker://reference``: its platforms (source digests), or the artifact it is."""
+def cached_config(manifest: Mapping[str, Any], cache: Path | None) -> bytes | None:
+    """The image config a single manifest names, from the cache's blobs where an earlier copy
+    put it and its content still matches its digest; else None."""
+    config = manifest.get("config")
+    digest = config.get("digest") if isinstance(config, Mapping) else None
+    if cache is None or not isinstance(digest, str):
+        return None
+    try:
+        data = blob_path(cache, digest).read_bytes()
+    except OSError:
+        return None
+    return data if manifest_digest(data) == digest else None
+
+
+def resolve(skopeo: Skopeo, reference: str, cache: Path | None = None) -> Resolved:
+    """Read ``docker://reference``: its platforms (source digests), or the artifact it is.
+
+    A single manifest's platform is in its image config: read from the ``cache`` when a copy
+    already put it there, else fetched (one more request, a manifest's among them)."""
     raw = skopeo.inspect_raw(reference)
     digest = manifest_digest(raw)
     try:
@@ -117,7 +136,9 @@ def resolve(skopeo: Skopeo, reference: str) -> Resolved:
         artifact = artifact_of(manifest, raw)
         if artifact is not None:
             return Resolved(digest, raw, artifact=artifact)
-        config = json.loads(skopeo.inspect_raw(reference, config=True))
+        config = json.loads(
+            cached_config(manifest, cache) or skopeo.inspect_raw(reference, config=True)
+        )
         return Resolved(digest, raw, platforms=[single_platform(raw, config)])
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ImageError(

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
@@ -348,44 +349,62 @@ class Skopeo:
 
 
 def _follow(process: subprocess.Popen[bytes], timeout: float) -> _Outcome:
+    """Read skopeo's output as it comes, in this thread: both pipes through one selector (no
+    reader threads, no polling), killing skopeo at the deadline or at its first 429."""
     assert process.stdout is not None and process.stderr is not None
+    out_fd, err_fd = process.stdout.fileno(), process.stderr.fileno()
     stdout: list[bytes] = []
     messages: list[str] = []
     found: list[tuple[float, bool]] = []
+    partial = b""
 
-    def read_stdout() -> None:
-        assert process.stdout is not None
-        stdout.append(process.stdout.read())
+    def stderr_line(raw: bytes) -> None:
+        line = raw.decode(errors="replace")
+        if " level=debug " not in line:
+            messages.append(line)
+            return
+        seconds = retry_after_seconds(line)
+        if seconds is not None and not found:
+            found.append((seconds, "Retry-After" in line))
+            with contextlib.suppress(OSError):
+                process.kill()
 
-    def read_stderr() -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode(errors="replace")
-            if " level=debug " not in line:
-                messages.append(line)
-                continue
-            seconds = retry_after_seconds(line)
-            if seconds is not None and not found:
-                found.append((seconds, "Retry-After" in line))
-                with contextlib.suppress(OSError):
-                    process.kill()
-
-    readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
-    for reader in readers:
-        reader.daemon = True
-        reader.start()
     deadline = time.monotonic() + timeout + KILL_GRACE_S
     timed_out = False
-    while True:
-        try:
-            process.wait(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
-            if time.monotonic() > deadline:
+    with selectors.DefaultSelector() as selector:
+        selector.register(out_fd, selectors.EVENT_READ)
+        selector.register(err_fd, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if timed_out:  # killed, yet the pipes stay open: stop reading
+                    break
                 timed_out = True
-                process.kill()
-    for reader in readers:
-        reader.join()
+                with contextlib.suppress(OSError):
+                    process.kill()
+                deadline = time.monotonic() + KILL_GRACE_S
+                continue
+            for key, _ in selector.select(left):
+                fd = key.fd
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    selector.unregister(fd)
+                elif fd == out_fd:
+                    stdout.append(chunk)
+                else:
+                    *lines, partial = (partial + chunk).split(b"\n")
+                    for raw in lines:
+                        stderr_line(raw + b"\n")
+    if partial:
+        stderr_line(partial)
+    try:
+        process.wait(max(deadline - time.monotonic(), 0.0) + KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        process.kill()
+        process.wait()
+    process.stdout.close()
+    process.stderr.close()
     stderr = "".join(messages)
     timed_out = timed_out or "context deadline exceeded" in stderr
     rate = found[0] if found else None

@@ -258,17 +258,34 @@ class StatusWatcher:
         self._known: tuple[int, Known] | None = None
         self._done = 0
 
-    def poll(self) -> list[tuple[str, ImageStatus]]:
-        """Re-read changed status files; return the images this run finished, once each."""
+    def poll(self, only: Iterable[str] | None = None) -> list[tuple[str, ImageStatus]]:
+        """Re-read changed status files (all, or those of the images ``only`` names: a stat
+        each instead of a listing of the directory, which would make a run's polls after each
+        job grow with the square of the list); return the images this run finished, once each."""
+        if only is not None:
+            named = [image_id for image_id in only if image_id in self._wanted]
+            keys: dict[str, _FileKey] = {}
+            for image_id in named:
+                try:
+                    found = (self.directory / f"{image_id}.json").stat()
+                except FileNotFoundError:
+                    continue
+                keys[image_id] = (found.st_ino, found.st_mtime_ns)
+            self._read(keys)
+            return self._finished(named)
         keys = self._status_files.keys()
         if keys is self._seen[0]:
             return []  # the directory has not changed
         self._seen = (keys, self._seen[1])
-        self._generation += 1
         for image_id in set(self._current) - set(keys):
             # A directory listing taken while files are renamed into it may miss some.
             if not (self.directory / f"{image_id}.json").exists():
                 del self._current[image_id]
+        self._read(keys)
+        return self._finished(self.ids)
+
+    def _read(self, keys: dict[str, _FileKey]) -> None:
+        self._generation += 1
         for image_id, key in keys.items():
             known = self._current.get(image_id)
             if known is not None and known[0] == key:
@@ -278,8 +295,10 @@ class StatusWatcher:
             except (OSError, ValueError, TypeError):
                 continue  # vanished or replaced while reading: next poll
             self._current[image_id] = (key, status)
+
+    def _finished(self, candidates: Iterable[str]) -> list[tuple[str, ImageStatus]]:
         finished = []
-        for image_id in self.ids:
+        for image_id in candidates:
             if image_id in self._reported or not self.is_new(image_id):
                 continue
             self._reported.add(image_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hangar.skopeo import ImageError, Skopeo
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 HELM = "application/vnd.cncf.helm.config.v1+json"
+IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 class Answers(Skopeo):
@@ -104,3 +106,35 @@ def test_skopeo_from_settings_takes_the_registry_options() -> None:
     skopeo = Skopeo.from_settings(Options(), "/auth.json")
     assert (skopeo.tls_verify, skopeo.cert_dir, skopeo.authfile) == (False, "/certs", "/auth.json")
     assert (skopeo.retry_times, skopeo.retry_delay, skopeo.timeout) == (5, 0.5, 30.0)
+
+
+def test_a_single_manifests_config_is_read_from_the_cache_when_a_copy_put_it_there(
+    tmp_path: Path,
+) -> None:
+    config = json.dumps({"architecture": "arm64", "os": "linux", "variant": "v8"}).encode()
+    digest = manifest_digest(config)
+    document = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": {"mediaType": IMAGE_CONFIG, "digest": digest, "size": len(config)},
+        "layers": [],
+    }
+    raw = json.dumps(document).encode()
+    fetched = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    answers = {"r/app:1": raw, "r/app:1 --config": fetched}
+
+    blob = tmp_path / "share" / "sha256" / digest.removeprefix("sha256:")
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(config)
+    skopeo = Answers(answers)
+    platform = resolve(skopeo, "r/app:1", tmp_path).platforms[0]
+    assert (platform.architecture, platform.variant) == ("arm64", "v8")
+    assert skopeo.asked == ["r/app:1"]  # no second manifest request
+
+    blob.write_bytes(config[:-1])  # damaged: not trusted, fetched
+    skopeo = Answers(answers)
+    assert resolve(skopeo, "r/app:1", tmp_path).platforms[0].architecture == "amd64"
+    assert skopeo.asked == ["r/app:1", "r/app:1 --config"]
+    skopeo = Answers(answers)
+    assert resolve(skopeo, "r/app:1").platforms[0].architecture == "amd64"  # no cache given
+    assert skopeo.asked == ["r/app:1", "r/app:1 --config"]

@@ -176,7 +176,7 @@ def save_image(
     status = ImageStatus(reference=reference, source=ref.source, tag=ref.tag, state="ok")
     started = time.monotonic()
     try:
-        resolved = resolve(skopeo, ref.pull_reference)
+        resolved = resolve(skopeo, ref.pull_reference, cache)
         if resolved.artifact is not None:
             if check_space:
                 check_image_space(cache, reference, resolved, [], log)

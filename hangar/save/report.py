@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import html
 import sys
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from hangar.imagelist import ImageListError, SkippedLine, load_image_list
 from hangar.layout import BLOB_DIR, TOP_DIR, checksum_path, run_lock_path, status_dir
 from hangar.reasons import plain
 from hangar.save.archive import ArchiveError, select
-from hangar.status import ImageStatus, write_atomic
+from hangar.status import ImageStatus, unoffered_warning, write_atomic
 from hangar.units import human_size
 from hangar.verify import Findings, read_checksums
 
@@ -630,6 +631,62 @@ the archive holds, every layer shared between images counted once.</p>
 
 
 # --- files -------------------------------------------------------------------------------------
+
+
+def run_job(
+    html_path: str | Path,
+    csv_path: str | Path,
+    log_path: str | Path,
+    *,
+    cache: str | Path,
+    image_list: str,
+    source: str,
+    arch: Sequence[str],
+    os: Sequence[str],
+    destination: str | Path,
+    verify_log: str | Path,
+) -> None:
+    """The workflow's report job, run in Snakemake's own process (no interpreter start): the
+    statuses of the listed images, the archive and the run's context."""
+    listed = load_image_list(image_list, source)
+    image_ids = dict.fromkeys(entry.ref.image_id for entry in listed.entries)
+    paths = [status_dir(Path(cache)) / f"{image_id}.json" for image_id in image_ids]
+    statuses = read_statuses(paths)
+    run = gather_run(
+        Path(cache),
+        Path(destination),
+        Path(verify_log),
+        image_list=image_list,
+        arch=arch,
+        os=os,
+        source=source,
+        finished=time.time(),
+    )
+    unoffered = unoffered_warning((status for _, status in statuses), arch, os)
+    summary = write_report(
+        statuses,
+        Path(html_path),
+        Path(csv_path),
+        str(cache),
+        invalid=listed.skipped,
+        run=run,
+        earlier=earlier_ids(paths, run.started),
+        warnings=[unoffered] if unoffered else [],
+    )
+    unique = f" ({human_size(run.unique_bytes)} unique)" if run.unique_bytes is not None else ""
+    wall = f"; wall time {human_duration(run.wall_seconds)}" if run.wall_seconds is not None else ""
+    with open(log_path, "w") as log:
+        print(
+            f"{summary['images']} image(s): {summary['ok']} saved, {summary['failed']} failed, "
+            f"{summary['skipped']} without a matching platform, {summary['invalid']} invalid "
+            f"line(s) skipped; {summary['platforms']} platform(s), {summary['artifacts']} "
+            f"artifact(s), {human_size(summary['bytes'])}{unique}, {summary['seconds']:.1f} s of "
+            f"job time, {summary['retries']} retries; {summary['earlier']} from an earlier run"
+            + wall,
+            file=log,
+        )
+        if unoffered:
+            print(unoffered, file=log)
 
 
 def read_statuses(paths: Iterable[Path]) -> list[tuple[str, ImageStatus]]:

@@ -4,10 +4,12 @@ from hangar.save.plan import write_plan
 
 
 # The statuses are not inputs: the saved list, written from all of them, is newer than any
-# (10,000 inputs fewer for Snakemake to resolve); the script reads those of the list.
+# (10,000 inputs fewer for Snakemake to resolve); the job reads those of the list.
 # The archive's files and checksums, and the verify verdict when its log is newer than the
 # archive, are read from disk; the run's start is the run lock's.
 rule report:
+    # in Snakemake's process, as the image jobs: a script job costs an interpreter start and
+    # Snakemake's import (~1 s of CPU); pandas is imported here, not when the workflow is parsed
     input:
         saved_list=SAVED_LIST,
         archive=ARCHIVE_RECORD,
@@ -18,8 +20,6 @@ rule report:
     log:
         "logs/report.log",
     localrule: True
-    conda:
-        "../../envs/hangar-save.yaml"
     params:
         cache=CACHE,
         image_list=SETTINGS.file,
@@ -28,8 +28,10 @@ rule report:
         os=SETTINGS.os,
         destination=SETTINGS.destination,
         verify_log=VERIFY_LOG,
-    script:
-        "../../scripts/report.py"
+    run:
+        from hangar.save.report import run_job as write_report
+
+        write_report(output.html, output.csv, log[0], **params)
 
 
 rule verify:
