@@ -18,7 +18,7 @@ from typing import Any
 from snakemake_interface_logger_plugins.base import LogHandlerBase
 from snakemake_interface_logger_plugins.settings import LogHandlerSettingsBase
 
-from hangar.logview import FULL_LOG_VARIABLE
+from hangar.cli.snakemake import FULL_LOG_VARIABLE
 
 # Options whose output is Snakemake's own answer, not a save: shown unchanged.
 _OTHER_MODES = frozenset(
@@ -90,7 +90,7 @@ class LogHandler(LogHandlerBase):
             )
             self.full.setFormatter(DefaultFormatter(common.quiet, common.show_failed_logs))
         else:
-            from hangar.logview import SaveLogView
+            from hangar.cli.logview import SaveLogView
 
             self.view = SaveLogView(stream)
 

@@ -23,14 +23,14 @@ from hangar.cli import save as cli
 from hangar.cli.flags import Flag, go_bool
 from hangar.cli.load import build_parser as build_load_parser
 from hangar.cli.load import load_flags, load_validate_command
+from hangar.cli.progress import LiveProgress, PlainProgress, image_line, summary_lines
 from hangar.cli.snakemake import explain_failure
 from hangar.layout import saved_list_path, status_dir
 from hangar.load.settings import load_schema
-from hangar.progress import LiveProgress, PlainProgress, image_line, summary_lines
 from hangar.runlock import hold_run_lock, run_lock_holder
+from hangar.save.watch import Bytes, StatusWatcher, Tally
 from hangar.settings import ConfigError, Settings, schema
 from hangar.status import ImageStatus, SavedPlatform, write_atomic
-from hangar.watch import Bytes, StatusWatcher, Tally
 
 HANGAR = Path(sysconfig.get_path("scripts")) / "hangar"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from test_savedlist import BASE_CONFIG
 
-from hangar.progress import summary_lines
+from hangar.cli.progress import summary_lines
 from hangar.ratelimit import LOGIN_HINT, RateGate, retry_after_seconds
 from hangar.safedelete import UnsafeCacheError, check_own_dirs
 from hangar.save.cachecheck import remove_leftovers
 from hangar.save.claims import Claim, claim_all, release_stale
+from hangar.save.watch import Tally
 from hangar.settings import ConfigError, Settings
 from hangar.skopeo import ImageError, Skopeo
 from hangar.status import ImageStatus
 from hangar.units import format_duration, parse_duration
-from hangar.watch import Tally
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import pytest
 from support.registry import Registry
 from support.tokenserver import TokenRegistry
 
-from hangar.authcheck import registry_key
 from hangar.imagelist import ImageRef
-from hangar.preflight import PreflightError, check
+from hangar.save.authcheck import registry_key
+from hangar.save.preflight import PreflightError, check
 
 USER, PASSWORD = "robot$ci", "Corr3ct-Horse"
 WRONG = "not-the-Password"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from hangar.cli.progress import PlainProgress, Rate, eta, progress_text, size_of
 from hangar.layout import blob_path, expected_dir, status_dir, tmp_dir
-from hangar.progress import PlainProgress, Rate, eta, progress_text, size_of
 from hangar.save.expected import Expected, expected_of, write_expected
+from hangar.save.watch import BlobCounter, Bytes, Known, StatusWatcher, Tally, estimate_total
 from hangar.status import ImageStatus, SavedPlatform, write_atomic
-from hangar.watch import BlobCounter, Bytes, Known, StatusWatcher, Tally, estimate_total
 
 GIB, MIB = 1 << 30, 1 << 20
 
@@ -224,7 +224,7 @@ def test_plain_progress_lines_come_now_and_then(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_directory_is_read_again_only_when_it_changed(tmp_path: Path) -> None:
-    from hangar.watch import Listing
+    from hangar.save.watch import Listing
 
     (tmp_path / "a").write_text("")
     listing = Listing(tmp_path)
@@ -239,7 +239,7 @@ def test_a_directory_is_read_again_only_when_it_changed(tmp_path: Path) -> None:
 
 
 def test_a_damaged_layout_is_not_followed_out_of_the_blob_dir(tmp_path: Path) -> None:
-    from hangar.watch import layout_blobs
+    from hangar.save.watch import layout_blobs
 
     (tmp_path / "outside.json").write_text(json.dumps({"layers": []}))
     folder = tmp_path / "f"

@@ -2,7 +2,8 @@
 
 The config file (``<cache>/.hangar/cli-config.yaml``) holds no credentials: SOURCE_USERNAME,
 SOURCE_PASSWORD and REGISTRY_AUTH_FILE stay in the environment, where the save jobs read them.
-Progress is read from the files the image jobs write (see ``hangar.watch``, ``hangar.progress``).
+Progress is read from the files the image jobs write (``hangar.save.watch``), shown by
+``hangar.cli.progress``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ from hangar.cli.flags import (
     say,
     warn,
 )
+from hangar.cli.progress import (
+    archive_description,
+    make_display,
+    missing_archive,
+    summary_lines,
+)
 from hangar.cli.snakemake import (
     LOG_NAME,
     explain_failure,
@@ -51,13 +58,11 @@ from hangar.cli.snakemake import (
     write_config_file,
 )
 from hangar.imagelist import ImageListError, ListEntry, SkippedLine, load_image_list
-from hangar.layout import checksum_path, part_path, state_path
-from hangar.progress import make_display, summary_lines
+from hangar.layout import state_path
 from hangar.runlock import run_lock_holder
+from hangar.save.watch import StatusWatcher, archive_bytes
 from hangar.settings import ConfigError, Settings, complete_config
 from hangar.status import unoffered_warning
-from hangar.units import human_size
-from hangar.watch import StatusWatcher, archive_bytes
 
 CONFIG_NAME = "cli-config.yaml"
 JOB_LOG_DIR = Path("logs") / "save"  # the save rule's log: directive, relative to the run dir
@@ -299,41 +304,6 @@ def _job_log(image_id: str) -> str:
         return (JOB_LOG_DIR / f"{image_id}.log").read_text(errors="replace")
     except OSError:
         return ""
-
-
-def missing_archive(settings: Settings) -> str:
-    """What is missing of the archive a finished run should have written ("" when whole)."""
-    destination = settings.destination
-    checksums = checksum_path(destination)
-    if not checksums.exists():
-        return f"{checksums} is missing"
-    if settings.compress == "dir":
-        return "" if destination.is_dir() else f"the directory {destination} is missing"
-    names = [line.split("  ", 1)[-1] for line in checksums.read_text().splitlines() if line]
-    parts = [name for name in names if name != destination.name] or [destination.name]
-    for name in parts:
-        if not (destination.parent / name).is_file():
-            return f"{destination.parent / name} is missing"
-    return ""
-
-
-def archive_description(settings: Settings) -> str:
-    destination = settings.destination
-    checksums = checksum_path(destination)
-    if settings.compress == "dir":
-        return f"archive: directory {destination}"
-    if settings.part_size is None:
-        size = destination.stat().st_size if destination.exists() else 0
-        return f"archive: {destination} ({human_size(size)}), checksum in {checksums}"
-    parts: list[Path] = []
-    while (part := part_path(destination, len(parts))).exists():
-        parts.append(part)
-    size = sum(part.stat().st_size for part in parts)
-    last = part_path(destination, max(len(parts) - 1, 0))
-    return (
-        f"archive: {part_path(destination, 0)} … {last.suffix} ({len(parts)} parts, "
-        f"{human_size(size)}), checksums in {checksums}"
-    )
 
 
 def run_workflow(context: RunContext) -> int:

@@ -29,10 +29,12 @@ from typing import Any
 import yaml
 
 from hangar.cli.flags import PROGRAM
-from hangar.logview import FULL_LOG_VARIABLE
 from hangar.runlock import run_lock_holder
 from hangar.settings import SNAKEFILE
 from hangar.status import write_atomic
+
+# Set to "full" (as `hangar save` does for its Snakemake): Snakemake's own log, unchanged.
+FULL_LOG_VARIABLE = "HANGAR_SNAKEMAKE_LOG"
 
 POLL_SECONDS = 0.5
 LOG_NAME = "snakemake.log"

@@ -8,8 +8,8 @@ from hangar.safedelete import UnsafeCacheError
 from hangar.save.archive import damaged_archive
 from hangar.save.cachecheck import invalidate_stale
 from hangar.skopeo import stop_on_sigterm
-from hangar.logview import announce_run
-from hangar.preflight import PreflightError, check
+from hangar.cli.logview import announce_run
+from hangar.save.preflight import PreflightError, check
 from hangar.workflowlog import quiet_missing_backups
 
 if workflow.is_main_process:

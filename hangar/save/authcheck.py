@@ -24,14 +24,16 @@ import http.client
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hangar.imagelist import ImageRef
-from hangar.preflight import CredentialCheck, api_address, tls_context
+from hangar.registryapi import api_address, tls_context
 from hangar.skopeo import SOURCE_CREDENTIALS, InfrastructureError, _read_auths
 
+# What a registry's credentials check says: problems, given the registry and its scheme.
+CredentialCheck = Callable[[str, str], list[str]]
 ENV_CREDENTIALS = "SOURCE_USERNAME/SOURCE_PASSWORD"
 _DOCKER_HUB_KEYS = {"index.docker.io", "registry-1.docker.io", "docker.io"}
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')

@@ -5,7 +5,7 @@
 * one ``/v2/`` probe per distinct registry still to be read: unreachable is one line and the
   run stops; a registry speaking plain HTTP while TLS is verified gets the ``--tls-verify=false``
   hint;
-* where it answers, credentials (``hangar.authcheck``): those given for it (SOURCE_USERNAME and
+* where it answers, credentials (``hangar.save.authcheck``): those given for it (SOURCE_USERNAME and
   SOURCE_PASSWORD for the one registry they apply to, a REGISTRY_AUTH_FILE entry) are tried once;
   a registry that refuses anonymous access and has none is named. Credentials never appear in a
   message.
@@ -18,10 +18,11 @@ import http.client
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 from hangar.imagelist import ImageRef
+from hangar.registryapi import api_address, tls_context
+from hangar.save.authcheck import Authentication, CredentialCheck
 
 GOARCH = (
     "386",
@@ -60,12 +61,6 @@ GOOS = (
     "windows",
 )
 PROBE_SECONDS = 5.0
-# Docker Hub's name in a reference and the host that serves its API.
-_API_HOST = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
-
-
-# What a registry's credentials check says: problems, given the registry and its scheme.
-CredentialCheck = Callable[[str, str], list[str]]
 
 
 class PreflightError(Exception):
@@ -86,25 +81,6 @@ def name_problems(key: str, values: Iterable[str], known: Iterable[str]) -> list
 
 def platform_problems(arch: Iterable[str], os_names: Iterable[str]) -> list[str]:
     return name_problems("arch", arch, GOARCH) + name_problems("os", os_names, GOOS)
-
-
-def api_address(registry: str) -> tuple[str, int | None]:
-    """Host and port that serve ``registry``'s API (Docker Hub's is registry-1.docker.io)."""
-    host = _API_HOST.get(registry, registry)
-    if host.startswith("[") or host.count(":") != 1:
-        return host, None
-    name, _, port = host.partition(":")
-    return name, int(port) if port.isdigit() else None
-
-
-def tls_context(tls_verify: bool, cert_dir: str = "") -> ssl.SSLContext:
-    """What skopeo trusts: the system's CAs plus the ``*.crt`` files of ``cert_dir``."""
-    if not tls_verify:
-        return ssl._create_unverified_context()
-    context = ssl.create_default_context()
-    for certificate in sorted(Path(cert_dir).glob("*.crt")) if cert_dir else []:
-        context.load_verify_locations(cafile=str(certificate))
-    return context
 
 
 def reach(
@@ -185,11 +161,10 @@ def check(
     """Raise PreflightError naming every problem found (names first: they need no network).
 
     ``references`` are the images still to be read; SOURCE_USERNAME/SOURCE_PASSWORD of
-    ``environ`` are for ``credentials_registry`` only, as in the image jobs (hangar.authcheck)."""
+    ``environ`` are for ``credentials_registry`` only, as in the image jobs
+    (hangar.save.authcheck)."""
     problems = platform_problems(arch, os_names)
     if not problems:
-        from hangar.authcheck import Authentication
-
         refs = list(references)
         env = os.environ if environ is None else environ
         auth = Authentication.of(refs, credentials_registry, env)

@@ -26,8 +26,6 @@ from hangar.settings import Settings
 from hangar.status import unoffered_warning
 
 RUN_ATTRIBUTE = "hangar_run"
-# Set to "full" (as `hangar save` does for its Snakemake): Snakemake's own log, unchanged.
-FULL_LOG_VARIABLE = "HANGAR_SNAKEMAKE_LOG"
 # Rules whose jobs the summary covers; others (verify, plan) get a line each when they finish.
 SAVE_RULES = frozenset({"save_image", "saved_list", "archive", "report"})
 TICK_SECONDS = 0.5
@@ -79,7 +77,7 @@ class SaveLogView:
     """Turns Snakemake's log records into the save's own output (thread-safe)."""
 
     def __init__(self, stream: TextIO, live: bool | None = None) -> None:
-        from hangar.progress import make_display
+        from hangar.cli.progress import make_display
 
         self.stream = stream
         self.live = stream.isatty() and os.environ.get("TERM") != "dumb" if live is None else live
@@ -132,7 +130,7 @@ class SaveLogView:
             self._warning(message)
 
     def _start(self, run: RunInfo) -> None:
-        from hangar.watch import StatusWatcher
+        from hangar.save.watch import StatusWatcher
 
         self._run = run
         ids = [entry.ref.image_id for entry in run.image_list.entries]
@@ -204,7 +202,7 @@ class SaveLogView:
                 self._tick()
 
     def _tick(self) -> None:
-        from hangar.watch import archive_bytes
+        from hangar.save.watch import archive_bytes
 
         if self._run is None or self._watcher is None or self._display is None:
             return
@@ -227,8 +225,7 @@ class SaveLogView:
     def _close(self) -> None:
         if self._run is None or self._watcher is None or self._display is None:
             return
-        from hangar.cli.save import archive_description
-        from hangar.progress import summary_lines
+        from hangar.cli.progress import archive_description, summary_lines
 
         self._poll()
         self._display.close()

@@ -4,7 +4,7 @@
 On a terminal the progress line is one line redrawn in place (rich's ``Live``), with failed and
 skipped images printed above it; in a pipe or a CI log, a plain progress line every
 PLAIN_PROGRESS_SECONDS (``HANGAR_PROGRESS_SECONDS`` overrides it) and one line per failed or
-skipped image (``hangar save``: per image). The figures come from ``hangar.watch``; a total
+skipped image (``hangar save``: per image). The figures come from ``hangar.save.watch``; a total
 partly estimated from the images seen so far is shown with ``≈``.
 """
 
@@ -15,14 +15,17 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from hangar.imagelist import SkippedLine
+from hangar.layout import checksum_path, part_path
 from hangar.ratelimit import LOGIN_HINT
 from hangar.reasons import Failure, grouped_lines, plain
+from hangar.save.watch import Bytes, Tally
+from hangar.settings import Settings
 from hangar.status import ImageStatus
 from hangar.units import human_size
-from hangar.watch import Bytes, Tally
 
 PLAIN_PROGRESS_SECONDS = 30.0
 RATE_WINDOW_SECONDS = 20.0  # the rate is measured over this last stretch
@@ -274,3 +277,38 @@ def summary_lines(
         if len(invalid) > limit:
             lines.append(f"  … and {len(invalid) - limit} more")
     return lines
+
+
+def missing_archive(settings: Settings) -> str:
+    """What is missing of the archive a finished run should have written ("" when whole)."""
+    destination = settings.destination
+    checksums = checksum_path(destination)
+    if not checksums.exists():
+        return f"{checksums} is missing"
+    if settings.compress == "dir":
+        return "" if destination.is_dir() else f"the directory {destination} is missing"
+    names = [line.split("  ", 1)[-1] for line in checksums.read_text().splitlines() if line]
+    parts = [name for name in names if name != destination.name] or [destination.name]
+    for name in parts:
+        if not (destination.parent / name).is_file():
+            return f"{destination.parent / name} is missing"
+    return ""
+
+
+def archive_description(settings: Settings) -> str:
+    destination = settings.destination
+    checksums = checksum_path(destination)
+    if settings.compress == "dir":
+        return f"archive: directory {destination}"
+    if settings.part_size is None:
+        size = destination.stat().st_size if destination.exists() else 0
+        return f"archive: {destination} ({human_size(size)}), checksum in {checksums}"
+    parts: list[Path] = []
+    while (part := part_path(destination, len(parts))).exists():
+        parts.append(part)
+    size = sum(part.stat().st_size for part in parts)
+    last = part_path(destination, max(len(parts) - 1, 0))
+    return (
+        f"archive: {part_path(destination, 0)} … {last.suffix} ({len(parts)} parts, "
+        f"{human_size(size)}), checksums in {checksums}"
+    )
