@@ -114,11 +114,18 @@ def test_skopeos_own_auth_files_are_not_second_guessed(tmp_path: Path) -> None:
         assert problems(fake.host, env(tmp_path)) == []
 
 
-def test_a_missing_or_broken_auth_file_is_one_line(tmp_path: Path) -> None:
+def test_a_broken_auth_file_is_one_line_and_one_not_yet_written_holds_nothing(
+    tmp_path: Path,
+) -> None:
     with TokenRegistry(USER, PASSWORD) as fake:
+        # skopeo reads a missing file as no credentials (`skopeo login` writes it later)
         missing = tmp_path / "nope.json"
-        assert problems(fake.host, env(tmp_path, REGISTRY_AUTH_FILE=str(missing))) == [
-            f"preflight: REGISTRY_AUTH_FILE names {missing}, which is not a file: correct it, "
+        assert problems(fake.host, env(tmp_path, REGISTRY_AUTH_FILE=str(missing))) == []
+        assert not missing.exists()
+        folder = tmp_path / "a-folder"
+        folder.mkdir()
+        assert problems(fake.host, env(tmp_path, REGISTRY_AUTH_FILE=str(folder))) == [
+            f"preflight: REGISTRY_AUTH_FILE names {folder}, which is not a file: correct it, "
             "or unset it"
         ]
         broken = tmp_path / "broken.json"

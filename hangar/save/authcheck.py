@@ -116,7 +116,9 @@ class Authentication:
         problems: list[str] = []
         elsewhere: set[str] | None = set()
         auth_file = environ.get("REGISTRY_AUTH_FILE", "")
-        if auth_file:
+        # A file that does not exist yet holds no credentials, as for skopeo (`skopeo login`
+        # creates it; hangar v1.6's own tests point the variable at one before logging in).
+        if auth_file and Path(auth_file).exists():
             path = Path(auth_file)
             if not path.is_file():
                 problems.append(
