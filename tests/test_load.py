@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.faultproxy import FaultProxy, fail
+from support.faultproxy import FaultProxy, SilentServer, fail
 from support.images import LINUX_S390X, PushedImage, push_image
 from support.registry import Registry
 
@@ -250,6 +250,35 @@ def test_a_refused_image_is_listed_and_the_rest_loads(
     )
     assert failed.returncode == 1
     assert "rancher/busybox:1.36" in (tmp_path / "load-validate-failed.txt").read_text()
+
+
+def test_a_destination_that_never_answers_fails_within_the_timeout(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    with SilentServer() as silent:
+        for command in (["load", "--retry-times", "0"], ["load-validate"]):
+            started = time.monotonic()
+            done = hangar(
+                tmp_path,
+                command[0],
+                "-s",
+                str(archives["gzip"]),
+                "-d",
+                silent.host,
+                "--timeout",
+                "1s",
+                *command[1:],
+                check=False,
+            )
+            took = time.monotonic() - started
+            assert done.returncode == 1, done.stderr
+            assert took < 90, f"{command[0]} took {took:.0f}s with a 1s timeout"
+        assert silent.accepted >= 2
+    failed = (tmp_path / "load-validate-failed.txt").read_text().splitlines()
+    assert failed == (tmp_path / "load-failed.txt").read_text().splitlines()
+    assert len(failed) == 7
+    for line in failed:  # each image named once, with the plain reason
+        assert f"ERROR: {line}: registry did not answer within 1s" in done.stderr.splitlines()
 
 
 def test_nothing_loaded_exits_1(archives: dict[str, Path], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.request
@@ -725,6 +726,48 @@ def test_a_registry_that_never_answers_fails_its_image_within_the_timeout(
     assert status["retries"] == 1  # a timeout is transient: retried once, then given up
     assert (workdir / "save-failed.txt").read_text() == f"{hung}\n"
     assert list(entries_by_source(cache)) == [f"{registry.host}/{steady.repo}:1"]
+
+
+@pytest.mark.parametrize("command", [["plan"], ["save", "--dry-run"]])
+def test_a_plan_of_a_registry_that_never_answers_ends_within_the_timeout(
+    workdir: Path, command: list[str]
+) -> None:
+    with SilentServer() as silent:
+        write_list(workdir, [f"{silent.host}/rancher/hangs:1"])
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "hangar.cli.main", *command, "-f", "images.txt"]
+            + ["--timeout=1s", "--tls-verify=false"],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        took = time.monotonic() - started
+        assert silent.accepted >= 1, "skopeo never reached the silent server"
+    assert took < 60, f"{command} took {took:.0f}s with a 1s timeout"
+    assert done.returncode == 1
+    assert "registry did not answer within 1s" in done.stdout
+
+
+def test_ctrl_c_during_a_plan_says_one_line(workdir: Path) -> None:
+    with SilentServer() as silent:
+        write_list(workdir, [f"{silent.host}/rancher/hangs:1"])
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hangar.cli.main", "plan", "-f", "images.txt"]
+            + ["--tls-verify=false"],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert wait_for(lambda: silent.accepted >= 1, process, 60), "the plan never connected"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert output.strip().splitlines()[-1] == "interrupted: nothing was written", output
+    assert "Traceback" not in output
+    assert not (workdir / "save-plan.csv").exists()
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])

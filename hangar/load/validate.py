@@ -65,7 +65,7 @@ def validate(
             try:
                 problems = item_problems(item, options, skopeo)
             except (ImageError, SavedListError, ValueError) as problem:
-                problems = [f"{item.line}: {problem}"]
+                problems = [str(problem)]  # the caller names the item
             log(
                 f"{'FAILED' if problems else 'ok'} {item.line}"
                 + "".join(f"\n  {p}" for p in problems)
