@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -457,3 +458,33 @@ def test_workflow_target_verifies_the_archive(
     assert f"ERROR: {part.name}: sha256 " in log
     assert log.splitlines()[-1].startswith("FAILED: ")
     assert not (workdir / "save-verify.txt").exists()
+
+
+# --- the README's reassembly snippet -----------------------------------------------------------
+
+
+def readme_reassembly_snippet() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = readme.split("Reassembling a split archive", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_reassembly_joins_parts_in_order_and_stops_at_a_gap(
+    cache: SyntheticCache, tmp_path: Path
+) -> None:
+    dest = archive(cache, tmp_path, "gzip", 15_000)
+    pieces = parts(dest)
+    assert len(pieces) > 10  # .part10 sorts before .part2 in a shell glob
+    expected = b"".join(piece.read_bytes() for piece in pieces)
+    script = readme_reassembly_snippet().replace("dest=saved-images.tar.gz", f"dest={dest.name}")
+    joined = subprocess.run(["sh", "-c", script], cwd=dest.parent, capture_output=True, text=True)
+    assert joined.returncode == 0, joined.stderr
+    assert dest.read_bytes() == expected
+    assert f"{dest.name}: OK" in joined.stdout
+
+    dest.unlink()
+    pieces[4].unlink()
+    gap = subprocess.run(["sh", "-c", script], cwd=dest.parent, capture_output=True, text=True)
+    assert gap.returncode != 0
+    assert pieces[4].name in gap.stderr
+    assert ": OK" not in gap.stdout  # nothing was checked
